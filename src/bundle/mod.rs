@@ -1,0 +1,1 @@
+//! Self-extracting bundles: `airlock binary | payload | trailer`.

@@ -1,0 +1,94 @@
+//! The command line: flags parsed by clap, then dispatched to one function per verb.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+use crate::printer::Printer;
+use crate::settings::{Env, OutputFormat, Settings};
+
+/// airlock builds, ships and runs whole clusters offline.
+#[derive(Debug, Parser)]
+#[command(name = "airlock", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Local image store (default: ~/.local/share/airlock; env AIRLOCK_ROOT).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Output format of read commands.
+    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// More log detail (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a cluster image from a Kubefile.
+    Build(commands::build::BuildArgs),
+    /// List the images in the local store.
+    Images(commands::images::ImagesArgs),
+    /// Show an image's metadata and contents.
+    Inspect(commands::images::InspectArgs),
+    /// Write a self-extracting installer for an image.
+    Bundle(commands::bundle::BundleArgs),
+    /// Install a cluster image onto the hosts of a Clusterfile.
+    Run(commands::run::RunArgs),
+    /// The embedded OCI registry.
+    #[command(subcommand)]
+    Registry(commands::registry::RegistryCommand),
+    /// Node-side helpers that airlock runs on hosts (not for direct use).
+    #[command(subcommand, hide = true)]
+    Agent(commands::agent::AgentCommand),
+}
+
+/// Parse, resolve settings, run, and map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let env = Env::from_process();
+    if let Some(code) = commands::bundle::run_if_bundle(&env) {
+        return code;
+    }
+    let cli = Cli::parse();
+    let settings = Settings::resolve(cli.root.clone(), cli.output, cli.verbose, &env);
+    init_tracing(&env, cli.verbose);
+    let printer = Printer {
+        output: settings.output,
+        quiet: false,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            printer.error(&anyhow::Error::new(e).context("cannot start the async runtime"));
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(commands::dispatch(cli.command, settings, printer));
+    commands::exit_code(result, printer)
+}
+
+/// Logs go to stderr, filtered by `AIRLOCK_LOG` or `-v`.
+pub fn init_tracing(env: &Env, verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,airlock=debug",
+        _ => "debug",
+    };
+    let filter = env
+        .get(crate::settings::env_vars::AIRLOCK_LOG)
+        .unwrap_or(default)
+        .to_string();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,68 @@
+//! One module per verb. Each exposes its clap `Args` and an async `run`.
+
+pub mod agent;
+pub mod build;
+pub mod bundle;
+pub mod images;
+pub mod registry;
+pub mod run;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+use crate::printer::Printer;
+use crate::settings::Settings;
+
+/// Bad input from the user: exit code 2 instead of 1. The message must name the
+/// file, line, field or host at fault and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Wrap any error as [`BadInput`], keeping its message.
+pub fn bad_input(err: impl std::fmt::Display) -> anyhow::Error {
+    BadInput(err.to_string()).into()
+}
+
+/// Run one verb.
+pub async fn dispatch(
+    command: Command,
+    settings: Settings,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Build(args) => build::run(args, &settings, printer).await,
+        Command::Images(args) => images::images(args, &settings, printer).await,
+        Command::Inspect(args) => images::inspect(args, &settings, printer).await,
+        Command::Bundle(args) => bundle::run(args, &settings, printer).await,
+        Command::Run(args) => run::run(args, &settings, printer).await,
+        Command::Registry(cmd) => registry::run(cmd, &settings, printer).await,
+        Command::Agent(cmd) => agent::run(cmd, &settings, printer).await,
+    }
+}
+
+/// 0 on success, 2 for [`BadInput`] anywhere in the chain, 1 otherwise.
+pub fn exit_code(result: anyhow::Result<()>, printer: Printer) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            printer.error(&err);
+            if err.chain().any(|e| e.is::<BadInput>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// Flags shared by every command that reads from registries.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct RegistryArgs {
+    /// Fetch DOMAIN/... references from URL instead (repeatable), e.g. docker.io=http://127.0.0.1:5000.
+    #[arg(long = "registry-mirror", value_name = "DOMAIN=URL")]
+    pub registry_mirror: Vec<String>,
+    /// Allow plain HTTP or unverified TLS for HOST[:PORT] (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+}

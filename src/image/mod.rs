@@ -1,0 +1,58 @@
+//! Cluster images: OCI types, the local store, and building images from a Kubefile.
+//!
+//! A cluster image is an OCI image index (see `docs/image-format.md`):
+//! 1. `manifests[0]` is the cluster **rootfs** image: an OCI image manifest whose
+//!    config carries airlock's metadata ([`oci::ClusterConfig`]) and whose layers are
+//!    deterministic tar+zstd layers;
+//! 2. every other entry is a **container image** the cluster needs, stored byte for
+//!    byte as its registry served it, annotated with its original reference.
+
+pub mod oci;
+pub mod store;
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+use oci::Descriptor;
+
+/// Where a blob's bytes are: a region of a file. Blobs in the store are whole files;
+/// blobs in a bundle are regions of the bundle, served without copying.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The file holding the blob.
+    pub path: PathBuf,
+    /// Where the blob starts in the file.
+    pub offset: u64,
+    /// The blob's size.
+    pub size: u64,
+}
+
+/// Anything that holds named images and their blobs: the local [`store::Store`], a
+/// bundle file, or an unpacked install on a node. The registry serves any of them.
+pub trait BlobSource: Send + Sync + 'static {
+    /// Every named top-level image: name (as stored) and the descriptor of its index or manifest.
+    fn images(&self) -> io::Result<Vec<(String, Descriptor)>>;
+    /// Where the blob `digest` is, or `None` when the source does not have it.
+    fn locate(&self, digest: &Digest) -> io::Result<Option<BlobLocation>>;
+}
+
+impl BlobSource for store::Store {
+    fn images(&self) -> io::Result<Vec<(String, Descriptor)>> {
+        store::Store::images(self).map_err(io::Error::other)
+    }
+
+    fn locate(&self, digest: &Digest) -> io::Result<Option<BlobLocation>> {
+        let path = self.blob_path(digest);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(BlobLocation {
+                path,
+                offset: 0,
+                size: m.len(),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The registry client: pulls images into the store, pushes cluster images.

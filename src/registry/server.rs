@@ -1,0 +1,1 @@
+//! The embedded OCI registry, serving any [`crate::image::BlobSource`].

@@ -1,0 +1,1 @@
+//! Running commands and copying files on hosts over SSH.

@@ -1,0 +1,1 @@
+//! The Kubefile: sealer's build instructions for a cluster image.

@@ -1,0 +1,11 @@
+//! airlock's integration tests: one binary, real processes.
+
+#[test]
+fn binary_prints_its_version() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("airlock "));
+}
