@@ -14,7 +14,8 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::digest::Digest;
-use oci::Descriptor;
+use crate::spec::reference::Reference;
+use oci::{Descriptor, Platform};
 
 /// Where a blob's bytes are: a region of a file. Blobs in the store are whole files;
 /// blobs in a bundle are regions of the bundle, served without copying.
@@ -55,4 +56,19 @@ impl BlobSource for store::Store {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Something that can copy a container image into the store: a registry, a local
+/// OCI layout, an archive. Used by `airlock build` to gather the images a cluster needs.
+#[async_trait::async_trait]
+pub trait ImageFetcher: Send + Sync {
+    /// Copy `reference` into `store` byte for byte (digests preserved): for an index,
+    /// the index itself plus the manifests (and their blobs) of `platforms` only.
+    /// Returns the descriptor of the top-level manifest or index as stored.
+    async fn fetch(
+        &self,
+        store: &store::Store,
+        reference: &Reference,
+        platforms: &[Platform],
+    ) -> anyhow::Result<Descriptor>;
 }
