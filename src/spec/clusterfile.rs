@@ -384,8 +384,16 @@ impl Clusterfile {
             field: field.to_string(),
             message,
         };
-        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
-            .map_err(|e| err("", "", format!("not valid YAML: {}", e.to_string().lines().next().unwrap_or_default())))?;
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| {
+            err(
+                "",
+                "",
+                format!(
+                    "not valid YAML: {}",
+                    e.to_string().lines().next().unwrap_or_default()
+                ),
+            )
+        })?;
         let mut out = Self {
             file: file.to_string(),
             ..Self::default()

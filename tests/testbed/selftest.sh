@@ -113,6 +113,13 @@ sshpw() { # NAME I USER PASSWORD CMD...
     -o PreferredAuthentications=password -o StrictHostKeyChecking=yes \
     -o UserKnownHostsFile="$(envof "$name" TESTBED_KNOWN_HOSTS)" "$user@$(hostip "$name" "$i")" "$@" </dev/null
 }
+sshk_in() { # like sshk, with the caller's stdin
+  local name=$1 i=$2
+  shift 2
+  ssh -o BatchMode=yes -o ConnectTimeout=3 -o LogLevel=ERROR -o IdentitiesOnly=yes \
+    -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$(envof "$name" TESTBED_KNOWN_HOSTS)" \
+    -i "$(envof "$name" TESTBED_KEY)" "root@$(hostip "$name" "$i")" "$@"
+}
 texec() { "$TB" exec --name "$@"; }
 
 # snapshot what a testbed owns, to check after down that all of it is gone
@@ -134,16 +141,17 @@ leftovers() { # NAME : prints whatever of the testbed is still there
   [[ ! -e $dir ]] || echo "dir $dir"
   grep -F "$dir/" /proc/self/mountinfo | sed 's/^/mount /' || true
   if [[ -n $k ]]; then
-    ls /run/netns 2>/dev/null | grep -E "^atb${k}h" | sed 's/^/netns /' || true
+    for p in /run/netns/atb"${k}"h*; do [[ ! -e $p ]] || echo "netns ${p##*/}"; done
     ip -o link show | awk -F': ' '{print $2}' | grep -E "^atb${k}([hp][0-9]+)?(@|$)" | sed 's/^/link /' || true
     iptables -w -S | grep -E -- "-i atb${k} " | sed 's/^/iptables /' || true
     [[ ! -e $RUNDIR/subnets/$k ]] || [[ $(cat "$RUNDIR/subnets/$k") != "$dir" ]] || echo "claim $k"
     find /sys/fs/cgroup -maxdepth 5 -type d -path "*/airlock-testbed/${k}-h*" 2>/dev/null | sed 's/^/cgroup /' || true
   fi
-  for p in $(cat "$WORK/$name.pids" 2>/dev/null); do
+  while read -r p; do
+    [[ -n $p ]] || continue
     st=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null || true)
     [[ -z $st || $st == Z ]] || echo "process $p ($(cat "/proc/$p/comm" 2>/dev/null))"
-  done
+  done < <(cat "$WORK/$name.pids" 2>/dev/null || true)
 }
 assert_gone() { # NAME
   local out
@@ -255,7 +263,7 @@ check "st-b hosts answer ssh" sshk st-b 2 true
 check "tbf qdisc on both ends of st-b's links" \
   bash -c "tc qdisc show dev atb$(cat "$WORK/st-b.k")h1 | grep -q 'tbf.*rate 100Mbit' && '$TB' exec --name st-b 1 -- tc qdisc show dev eth0 | grep -q 'tbf.*rate 100Mbit'"
 t0=$(date +%s.%N)
-head -c 12500000 /dev/zero | sshk st-b 1 'cat >/dev/null' || true
+head -c 12500000 /dev/zero | sshk_in st-b 1 'cat >/dev/null' || true
 t1=$(date +%s.%N)
 elapsed=$(echo "$t1 $t0" | awk '{printf "%.2f", $1 - $2}')
 check "12.5 MB to a 100mbit host takes about 1 s (took ${elapsed}s)" awk -v e="$elapsed" 'BEGIN { exit !(e >= 0.85 && e < 6) }'
@@ -282,7 +290,7 @@ check "PID 1 of the host is systemd" bash -c "[ \"\$('$TB' exec --name st-s 1 --
 check "ssh as root (key) to the systemd host" sshk st-s 1 true
 check "ssh as ops (password) to the systemd host, sudo works" \
   bash -c "[ \"\$(SSHPASS='$(cat "$(envof st-s TESTBED_OPS_PASSWORD_FILE)")' sshpass -e ssh -o ConnectTimeout=3 -o LogLevel=ERROR -o PubkeyAuthentication=no -o StrictHostKeyChecking=yes -o UserKnownHostsFile='$(envof st-s TESTBED_KNOWN_HOSTS)' ops@$(hostip st-s 1) \"echo '$(cat "$(envof st-s TESTBED_OPS_PASSWORD_FILE)")' | sudo -S -p '' id -u\" </dev/null)\" = 0 ]"
-sshk st-s 1 "cat >/etc/systemd/system/airlock-selftest.service" <<'EOF' || true
+sshk_in st-s 1 "cat >/etc/systemd/system/airlock-selftest.service" <<'EOF' || true
 [Unit]
 Description=airlock testbed selftest unit
 [Service]

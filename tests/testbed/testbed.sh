@@ -539,7 +539,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 EOF
   fi
   if ((SYSTEMD)); then
-    local wants="ssh.service systemd-logind.service"
+    # systemd-user-sessions removes /run/nologin, so that non-root users may log in
+    local wants="ssh.service systemd-logind.service systemd-user-sessions.service"
     if ((CONTAINERD)); then wants+=" containerd.service"; fi
     cat >"$r/etc/systemd/system/$TARGET" <<EOF
 [Unit]
@@ -628,7 +629,7 @@ down_dir() {
     for f in "$RUNDIR"/subnets/*; do
       [[ -f $f && $(<"$f") == "$dir" ]] && K=${f##*/}
     done
-    N=$(find "$dir" -maxdepth 1 -name 'h[0-9]*' 2>/dev/null | wc -l)
+    N=$(find "$dir" -maxdepth 1 -name 'h[0-9]*' 2>/dev/null | wc -l || true)
   fi
   NAME=${NAME:-${dir##*/}}
   if [[ -n $K ]]; then
