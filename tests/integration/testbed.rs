@@ -75,9 +75,12 @@ impl fmt::Debug for Testbed {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-#[allow(clippy::disallowed_methods, reason = "test harness knob, not the app's settings")]
 /// Path of `testbed.sh`: `$AIRLOCK_TESTBED_SCRIPT` if set, else
 /// `$CARGO_MANIFEST_DIR/tests/testbed/testbed.sh`.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test harness knob, not the app's settings"
+)]
 pub(crate) fn script() -> PathBuf {
     if let Some(p) = std::env::var_os("AIRLOCK_TESTBED_SCRIPT") {
         return PathBuf::from(p);
@@ -93,9 +96,12 @@ pub(crate) fn script() -> PathBuf {
     }
 }
 
-#[allow(clippy::disallowed_methods, reason = "test harness knob, not the app's settings")]
 /// Why the testbed cannot run on this machine, if it cannot: tests print it
 /// and skip (they must not pass silently). `None` means it can run.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test harness knob, not the app's settings"
+)]
 pub(crate) fn skip_reason() -> Option<String> {
     if std::env::var_os("AIRLOCK_TESTBED_SKIP").is_some_and(|v| !v.is_empty() && v != "0") {
         return Some("AIRLOCK_TESTBED_SKIP is set".into());
@@ -139,7 +145,10 @@ fn effective_uid() -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-#[allow(clippy::disallowed_methods, reason = "looks up commands like a shell does")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "looks up commands like a shell does"
+)]
 fn find_command(cmd: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -375,7 +384,10 @@ impl Testbed {
 }
 
 impl Drop for Testbed {
-    #[allow(clippy::print_stderr, reason = "a failed teardown must be visible in test output")]
+    #[allow(
+        clippy::print_stderr,
+        reason = "a failed teardown must be visible in test output"
+    )]
     fn drop(&mut self) {
         if let Err(e) = self.down_inner() {
             eprintln!("warning: {e}");
