@@ -34,6 +34,7 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 test: deps lint
+	bash tests/testbed/selftest.sh
 	$(CARGO) test --locked
 
 fmt:

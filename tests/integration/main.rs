@@ -1,5 +1,7 @@
 //! airlock's integration tests: one binary, real processes.
 
+mod testbed;
+
 #[test]
 fn binary_prints_its_version() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))

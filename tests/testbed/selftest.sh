@@ -333,6 +333,43 @@ if [[ $rc == 130 ]]; then ok "Ctrl-C (SIGINT to the process group) stops up with
 fi
 assert_gone st-c
 
+# ====================================================== T: SIGTERM to up itself
+"$TB" up --name st-t --hosts 2 --containerd >"$WORK/st-t.env" 2>"$WORK/st-t.up.log" &
+UP_PID=$!
+NAMES+=(st-t)
+for _ in $(seq 1 100); do
+  [[ -f $AIRLOCK_TESTBED_DIR/st-t/h1/init.pid ]] && break
+  sleep 0.05
+done
+[[ -f $AIRLOCK_TESTBED_DIR/st-t/meta ]] && snapshot st-t
+kill -TERM "$UP_PID" 2>/dev/null || true
+rc=0
+wait "$UP_PID" || rc=$?
+if [[ $rc == 143 ]]; then ok "SIGTERM stops up with exit 143"; else
+  bad "SIGTERM during up: exit $rc"
+  sed 's/^/       | /' "$WORK/st-t.up.log"
+fi
+assert_gone st-t
+
+# ====================================================== P: two ups racing for a subnet
+"$TB" up --name st-p1 --hosts 1 >"$WORK/st-p1.env" 2>"$WORK/st-p1.up.log" &
+P1=$!
+"$TB" up --name st-p2 --hosts 1 >"$WORK/st-p2.env" 2>"$WORK/st-p2.up.log" &
+P2=$!
+NAMES+=(st-p1 st-p2)
+rc1=0 rc2=0
+wait "$P1" || rc1=$?
+wait "$P2" || rc2=$?
+check "two ups started at once both succeed" test "$rc1-$rc2" = 0-0
+check "... with different subnets ($(envof st-p1 TESTBED_SUBNET), $(envof st-p2 TESTBED_SUBNET))" \
+  bash -c "[ -n '$(envof st-p1 TESTBED_SUBNET)' ] && [ '$(envof st-p1 TESTBED_SUBNET)' != '$(envof st-p2 TESTBED_SUBNET)' ]"
+check "... and both answer ssh" bash -c "$(declare -f envof hostip sshk); TB='$TB' WORK='$WORK'; sshk st-p1 1 true && sshk st-p2 1 true"
+snapshot st-p1
+snapshot st-p2
+check "down st-p1 st-p2" bash -c "'$TB' down --name st-p1 && '$TB' down --name st-p2"
+assert_gone st-p1
+assert_gone st-p2
+
 # ====================================================== F: a failing up cleans up after itself
 rc=0
 AIRLOCK_TESTBED_INJECT_FAILURE=after-hosts "$TB" up --name st-f --hosts 2 >"$WORK/st-f.env" 2>"$WORK/st-f.up.log" || rc=$?

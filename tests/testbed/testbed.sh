@@ -424,6 +424,7 @@ start_host() {
       bash "$SELF" __host-init "$DIR" "$i" </dev/null >>"$h/console.log" 2>&1
   ) &
   local upid=$! child="" try
+  disown "$upid"
   echo "$upid" >"$h/unshare.pid"
   for ((try = 0; try < 100; try++)); do
     child=$(cat "/proc/$upid/task/$upid/children" 2>/dev/null || true)
