@@ -1,5 +1,10 @@
 //! airlock's integration tests: one binary, real processes.
 
+#[cfg(test)]
+mod remote;
+#[cfg(test)]
+mod sshd;
+
 #[test]
 fn binary_prints_its_version() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
