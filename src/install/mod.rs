@@ -16,6 +16,7 @@
 //! inputs; a re-run skips steps whose marker matches, so a failed install resumes at
 //! the failed step and a finished one re-run changes nothing.
 
+pub mod connect;
 mod engine;
 mod event;
 mod files;

@@ -1,11 +1,11 @@
 //! airlock's integration tests: one binary, real processes.
 
 #[cfg(test)]
-mod testbed;
-#[cfg(test)]
 mod remote;
 #[cfg(test)]
 mod sshd;
+#[cfg(test)]
+mod testbed;
 
 #[test]
 fn binary_prints_its_version() {
