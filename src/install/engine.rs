@@ -622,3 +622,7 @@ fn step_err(host: IpAddr, step: StepId, e: RemoteError) -> InstallError {
 fn first_error(results: Vec<Result<(), InstallError>>) -> Result<(), InstallError> {
     results.into_iter().collect()
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
