@@ -24,7 +24,7 @@ fn fixture() -> (tempfile::TempDir, Store) {
         br#"{"architecture":"amd64","os":"linux"}"#,
         oci::MEDIA_TYPE_CONFIG,
     );
-    let app_manifest = ImageManifestFixture::new(&app_config, &app_layer);
+    let app_manifest = manifest_bytes(&app_config, &app_layer);
     let mut app = put(&app_manifest, oci::MEDIA_TYPE_MANIFEST);
     app.annotations.insert(
         oci::ANNOTATION_ROLE.into(),
@@ -51,7 +51,7 @@ fn fixture() -> (tempfile::TempDir, Store) {
         },
     };
     let config = put(&to_json(&config), oci::MEDIA_TYPE_CONFIG);
-    let manifest = ImageManifestFixture::new(&config, &layer);
+    let manifest = manifest_bytes(&config, &layer);
     let mut rootfs = put(&manifest, oci::MEDIA_TYPE_MANIFEST);
     rootfs.platform = Some(Platform::linux("amd64"));
     rootfs
@@ -68,18 +68,14 @@ fn fixture() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-struct ImageManifestFixture;
-
-impl ImageManifestFixture {
-    fn new(config: &Descriptor, layer: &Descriptor) -> Vec<u8> {
-        to_json(&oci::ImageManifest {
-            schema_version: 2,
-            media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
-            config: config.clone(),
-            layers: vec![layer.clone()],
-            annotations: BTreeMap::new(),
-        })
-    }
+fn manifest_bytes(config: &Descriptor, layer: &Descriptor) -> Vec<u8> {
+    to_json(&oci::ImageManifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+        config: config.clone(),
+        layers: vec![layer.clone()],
+        annotations: BTreeMap::new(),
+    })
 }
 
 const CLUSTERFILE: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {name: t}\nspec:\n  ssh: {passwd: pw}\n  env: [GREETING=hello]\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n  - ips: [198.18.0.3-198.18.0.4]\n    roles: [node]\n";
