@@ -1,5 +1,8 @@
 //! airlock's integration tests: one binary, real processes.
 
+mod registry;
+mod support;
+
 #[test]
 fn binary_prints_its_version() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))

@@ -1,0 +1,304 @@
+//! The embedded registry and the registry client, against real clients and servers:
+//! skopeo, Debian's docker-registry, plain HTTP requests.
+
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use airlock::digest::Digest;
+use airlock::image::oci::{self, Descriptor, ImageIndex};
+use airlock::image::store::{Store, to_json};
+use airlock::registry::server::{RegistryServer, RunningRegistry, ServerConfig};
+
+use crate::support::{self, Layout};
+
+/// A store holding a cluster image `docker.io/library/demo:v1` whose index has a
+/// rootfs manifest and the busybox layout as container image `busybox:1.36`.
+struct Cluster {
+    store: Store,
+    layout: Layout,
+    index_digest: Digest,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn copy_layout_into(store: &Store, layout: &Layout) {
+    for entry in std::fs::read_dir(layout.dir.join("blobs/sha256")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        store.put_bytes(&bytes).unwrap();
+    }
+}
+
+fn cluster() -> Option<Cluster> {
+    let layout_dir = tempfile::tempdir().unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let layout = support::busybox_layout(layout_dir.path(), "1.36")?;
+    let store = Store::open(store_dir.path()).unwrap();
+    copy_layout_into(&store, &layout);
+    let config = store.put_bytes(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"airlock":{}}"#).unwrap();
+    let rootfs = serde_json::to_vec(&oci::ImageManifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_MANIFEST.to_string()),
+        config: Descriptor::new(oci::MEDIA_TYPE_CONFIG, config, 90),
+        layers: vec![],
+        annotations: BTreeMap::new(),
+    })
+    .unwrap();
+    let rootfs_digest = store.put_bytes(&rootfs).unwrap();
+    let mut rootfs_entry =
+        Descriptor::new(oci::MEDIA_TYPE_MANIFEST, rootfs_digest, rootfs.len() as u64);
+    rootfs_entry
+        .annotations
+        .insert(oci::ANNOTATION_ROLE.into(), oci::ROLE_ROOTFS.into());
+    let mut image_entry = Descriptor::new(
+        oci::MEDIA_TYPE_MANIFEST,
+        layout.manifest_digest.parse().unwrap(),
+        layout.manifest.len() as u64,
+    );
+    image_entry.annotations.insert(
+        oci::ANNOTATION_ROLE.into(),
+        oci::ROLE_CONTAINER_IMAGE.into(),
+    );
+    image_entry.annotations.insert(
+        oci::ANNOTATION_IMAGE_REF.into(),
+        "docker.io/library/busybox:1.36".into(),
+    );
+    let index = to_json(&ImageIndex {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_INDEX.to_string()),
+        manifests: vec![rootfs_entry, image_entry],
+        annotations: BTreeMap::new(),
+    });
+    let index_digest = store.put_bytes(&index).unwrap();
+    store
+        .set_ref(
+            "docker.io/library/demo:v1",
+            &Descriptor::new(
+                oci::MEDIA_TYPE_INDEX,
+                index_digest.clone(),
+                index.len() as u64,
+            ),
+        )
+        .unwrap();
+    Some(Cluster {
+        store,
+        layout,
+        index_digest,
+        _dirs: (layout_dir, store_dir),
+    })
+}
+
+async fn serve(store: &Store, config: ServerConfig) -> RunningRegistry {
+    RegistryServer::new(Arc::new(store.clone()), config)
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or_default()
+}
+
+async fn error_code(r: reqwest::Response) -> String {
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_serves_container_images_under_their_original_names_with_ns() {
+    let Some(c) = cluster() else { return };
+    let registry = serve(&c.store, ServerConfig::read_only()).await;
+    let http = reqwest::Client::new();
+    let url = registry.url();
+
+    let r = http
+        .get(format!(
+            "{url}/v2/library/busybox/manifests/1.36?ns=docker.io"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "docker-content-digest"),
+        c.layout.manifest_digest
+    );
+    assert_eq!(header(&r, "content-type"), oci::MEDIA_TYPE_MANIFEST);
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        c.layout.manifest.as_slice()
+    );
+
+    let r = http
+        .get(format!(
+            "{url}/v2/library/busybox/manifests/1.36?ns=quay.io"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+
+    for path in ["library/demo/manifests/v1", "demo/manifests/v1"] {
+        let r = http.head(format!("{url}/v2/{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(
+            header(&r, "docker-content-digest"),
+            c.index_digest.to_string()
+        );
+        assert_eq!(header(&r, "content-type"), oci::MEDIA_TYPE_INDEX);
+    }
+
+    let r = http
+        .get(format!("{url}/v2/library/busybox/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    let tags: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["1.36"]));
+    let r = http.get(format!("{url}/v2/_catalog")).send().await.unwrap();
+    let repos: serde_json::Value = r.json().await.unwrap();
+    let repos = repos["repositories"].as_array().unwrap();
+    assert!(
+        repos.contains(&serde_json::json!("library/busybox")),
+        "{repos:?}"
+    );
+    assert!(
+        repos.contains(&serde_json::json!("library/demo")),
+        "{repos:?}"
+    );
+    registry.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_serves_blobs_with_ranges_and_oci_errors() {
+    let Some(c) = cluster() else { return };
+    let registry = serve(&c.store, ServerConfig::read_only()).await;
+    let http = reqwest::Client::new();
+    let blob = format!(
+        "{}/v2/library/busybox/blobs/{}",
+        registry.url(),
+        c.layout.layer_digest
+    );
+
+    let r = http.get(&blob).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "docker-content-digest"), c.layout.layer_digest);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), c.layout.layer.as_slice());
+
+    let r = http.head(&blob).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "content-length"),
+        c.layout.layer.len().to_string()
+    );
+
+    let r = http
+        .get(&blob)
+        .header("range", "bytes=100-1099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    let total = c.layout.layer.len();
+    assert_eq!(
+        header(&r, "content-range"),
+        format!("bytes 100-1099/{total}")
+    );
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        &c.layout.layer[100..1100]
+    );
+
+    let r = http
+        .get(&blob)
+        .header("range", format!("bytes={total}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(error_code(r).await, "RANGE_INVALID");
+
+    let missing = Digest::of(b"not here");
+    let r = http
+        .get(format!(
+            "{}/v2/library/busybox/blobs/{missing}",
+            registry.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
+
+    let r = http
+        .get(format!(
+            "{}/v2/library/busybox/blobs/sha256:../../etc",
+            registry.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+
+    let r = http
+        .get(format!("{}/v2/Bad/Name/manifests/v1", registry.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "NAME_INVALID");
+
+    let r = http
+        .post(format!("{}/v2/library/x/blobs/uploads/", registry.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405, "read-only registry accepted an upload");
+    assert_eq!(error_code(r).await, "UNSUPPORTED");
+    registry.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copies_into_the_registry_and_back_with_identical_digests() {
+    if support::require("skopeo").is_none() {
+        return;
+    }
+    let layout_dir = tempfile::tempdir().unwrap();
+    let Some(layout) = support::busybox_layout(layout_dir.path(), "v1") else {
+        return;
+    };
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let registry = serve(&store, ServerConfig::writable(store.clone())).await;
+    let target = format!("docker://{}/team/app:v1", registry.addr);
+    let out_dir = tempfile::tempdir().unwrap();
+    let from = format!("oci:{}:v1", layout.dir.display());
+    let back = format!("oci:{}:v1", out_dir.path().display());
+    let copy_in = target.clone();
+    tokio::task::spawn_blocking(move || {
+        support::skopeo_copy(&from, &copy_in, &[]);
+        support::skopeo_copy(&copy_in, &back, &[]);
+    })
+    .await
+    .unwrap();
+
+    let stored = store.resolve("docker.io/team/app:v1").unwrap();
+    assert_eq!(stored.digest.to_string(), layout.manifest_digest);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], layout.manifest_digest);
+    let layer = out_dir
+        .path()
+        .join("blobs/sha256")
+        .join(layout.layer_digest.trim_start_matches("sha256:"));
+    assert_eq!(std::fs::read(layer).unwrap(), layout.layer);
+    registry.stop().await.unwrap();
+}
