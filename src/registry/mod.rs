@@ -6,6 +6,7 @@
 //! 2. [`client::RegistryClient`] pulls and pushes over HTTP(S) with the auth schemes
 //!    real registries use.
 
+pub mod auth;
 pub mod catalog;
 pub mod client;
 pub mod error;

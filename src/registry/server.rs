@@ -328,7 +328,7 @@ async fn dispatch(state: &Arc<ServerState>, request: Request) -> Result<Response
 
 /// Media type of a manifest document: its `mediaType`, else inferred from its shape.
 /// `None` when the bytes are not a schema 2 manifest or index.
-pub(super) fn manifest_media_type(bytes: &[u8]) -> Option<String> {
+pub fn manifest_media_type(bytes: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Head {

@@ -7,9 +7,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use airlock::digest::Digest;
+use airlock::image::ImageFetcher as _;
+use airlock::image::oci::Platform;
 use airlock::image::oci::{self, Descriptor, ImageIndex};
 use airlock::image::store::{Store, to_json};
+use airlock::registry::client::{
+    ClientConfig, ClientError, Mirror, RegistryClient, TransferReporter,
+};
 use airlock::registry::server::{RegistryServer, RunningRegistry, ServerConfig};
+use airlock::spec::reference::Reference;
 
 use crate::support::{self, Layout};
 
@@ -300,5 +306,122 @@ async fn skopeo_copies_into_the_registry_and_back_with_identical_digests() {
         .join("blobs/sha256")
         .join(layout.layer_digest.trim_start_matches("sha256:"));
     assert_eq!(std::fs::read(layer).unwrap(), layout.layer);
+    registry.stop().await.unwrap();
+}
+
+/// Counts what the client reports.
+#[derive(Default)]
+struct Counter {
+    fetched: std::sync::atomic::AtomicUsize,
+    skipped: std::sync::atomic::AtomicUsize,
+}
+
+impl TransferReporter for Counter {
+    fn blob_finished(&self, _digest: &Digest, skipped: bool) {
+        let n = if skipped {
+            &self.skipped
+        } else {
+            &self.fetched
+        };
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn new_client(config: ClientConfig) -> (RegistryClient, Arc<Counter>) {
+    let counter = Arc::new(Counter::default());
+    let client = RegistryClient::new(ClientConfig {
+        retries: 2,
+        ..config
+    })
+    .unwrap()
+    .with_reporter(counter.clone());
+    (client, counter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pulls_from_docker_registry_byte_for_byte_and_skips_present_blobs() {
+    if support::require("skopeo").is_none() {
+        return;
+    }
+    let Some(registry) = support::DockerRegistry::start(None) else {
+        return;
+    };
+    let layout_dir = tempfile::tempdir().unwrap();
+    let Some(layout) = support::busybox_layout(layout_dir.path(), "v1") else {
+        return;
+    };
+    let from = format!("oci:{}:v1", layout.dir.display());
+    let to = format!("docker://{}/library/x:v1", registry.addr);
+    tokio::task::spawn_blocking(move || support::skopeo_copy(&from, &to, &[]))
+        .await
+        .unwrap();
+
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let (client, counter) = new_client(ClientConfig::default());
+    let reference: Reference = format!("{}/library/x:v1", registry.addr).parse().unwrap();
+    let descriptor = client
+        .pull(&store, &reference, &[Platform::host()])
+        .await
+        .unwrap();
+    assert_eq!(descriptor.digest.to_string(), layout.manifest_digest);
+    assert_eq!(
+        store.read_blob(&descriptor.digest).unwrap(),
+        layout.manifest
+    );
+    let layer: Digest = layout.layer_digest.parse().unwrap();
+    assert_eq!(store.read_blob(&layer).unwrap(), layout.layer);
+    assert_eq!(counter.fetched.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // Again through a mirror for docker.io: everything is already there.
+    let (mirrored, counter) = new_client(ClientConfig {
+        mirrors: vec![Mirror::parse(&format!("docker.io=http://{}", registry.addr)).unwrap()],
+        ..ClientConfig::default()
+    });
+    let again = mirrored
+        .fetch(&store, &"x:v1".parse().unwrap(), &[Platform::host()])
+        .await
+        .unwrap();
+    assert_eq!(again, descriptor);
+    assert_eq!(counter.fetched.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(counter.skipped.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    let missing = client
+        .pull(
+            &store,
+            &format!("{}/library/nope:v1", registry.addr)
+                .parse()
+                .unwrap(),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, ClientError::NotFound { .. }), "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_pulls_container_images_through_airlock_as_a_docker_io_mirror() {
+    let Some(c) = cluster() else { return };
+    let registry = serve(&c.store, ServerConfig::read_only()).await;
+    let (client, counter) = new_client(ClientConfig {
+        mirrors: vec![Mirror::parse(&format!("docker.io={}", registry.url())).unwrap()],
+        ..ClientConfig::default()
+    });
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let descriptor = client
+        .pull(&store, &"busybox:1.36".parse().unwrap(), &[])
+        .await
+        .unwrap();
+    assert_eq!(descriptor.digest.to_string(), c.layout.manifest_digest);
+    assert_eq!(counter.fetched.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let quay = client
+        .pull(
+            &store,
+            &"quay.io/library/busybox:1.36".parse().unwrap(),
+            &[],
+        )
+        .await;
+    assert!(quay.is_err(), "quay.io has no mirror and must not resolve");
     registry.stop().await.unwrap();
 }
