@@ -17,7 +17,8 @@
 //!    manifests after their children, byte for byte.
 //! 5. Push ([`RegistryClient::push`]): every blob of the tree that the far side lacks
 //!    (checked with `HEAD`; mounted from another repository when this client pushed
-//!    it there before), then child manifests by digest, then the top one by tag.
+//!    it there before), then child manifests by digest, then the top one by tag;
+//!    manifests the far side already has under that name are skipped too.
 //! 6. Progress goes to a [`TransferReporter`]; the client never prints.
 
 use std::collections::HashMap;
@@ -884,10 +885,24 @@ impl RegistryClient {
             } else {
                 manifest.digest.to_string()
             };
+            let url = target.url(&format!("manifests/{tag}"));
+            let head = self
+                .send(&target, "pull,push", true, &|c| {
+                    c.head(&url).header(header::ACCEPT, MANIFEST_ACCEPT)
+                })
+                .await?;
+            let present = head
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                == Some(manifest.digest.to_string().as_str());
+            if head.status().is_success() && present {
+                summary.skipped += 1;
+                continue;
+            }
             let bytes = store.read_blob(&manifest.digest)?;
             let media_type =
                 manifest_media_type(&bytes).unwrap_or_else(|| manifest.media_type.clone());
-            let url = target.url(&format!("manifests/{tag}"));
             let body = Bytes::from(bytes);
             let response = self
                 .send(&target, "pull,push", true, &|c| {
@@ -976,6 +991,11 @@ impl RegistryClient {
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| ClientError::Store(e.into()))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| ClientError::Store(e.into()))?
+            .len();
         let reporter = self.reporter.clone();
         let digest = blob.digest.clone();
         let stream =
@@ -986,7 +1006,6 @@ impl RegistryClient {
                 chunk
             });
         let body = Mutex::new(Some(reqwest::Body::wrap_stream(stream)));
-        let size = blob.size;
         let response = self
             .send(target, "pull,push", false, &|c| {
                 let mut request = c

@@ -41,11 +41,13 @@ fn cluster() -> Option<Cluster> {
     let layout = support::busybox_layout(layout_dir.path(), "1.36")?;
     let store = Store::open(store_dir.path()).unwrap();
     copy_layout_into(&store, &layout);
-    let config = store.put_bytes(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"airlock":{}}"#).unwrap();
+    let config_bytes =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"airlock":{}}"#;
+    let config = store.put_bytes(config_bytes).unwrap();
     let rootfs = serde_json::to_vec(&oci::ImageManifest {
         schema_version: 2,
         media_type: Some(oci::MEDIA_TYPE_MANIFEST.to_string()),
-        config: Descriptor::new(oci::MEDIA_TYPE_CONFIG, config, 90),
+        config: Descriptor::new(oci::MEDIA_TYPE_CONFIG, config, config_bytes.len() as u64),
         layers: vec![],
         annotations: BTreeMap::new(),
     })
@@ -424,4 +426,148 @@ async fn client_pulls_container_images_through_airlock_as_a_docker_io_mirror() {
         .await;
     assert!(quay.is_err(), "quay.io has no mirror and must not resolve");
     registry.stop().await.unwrap();
+}
+
+fn airlock(root: &std::path::Path, docker_config: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"));
+    cmd.arg("--root")
+        .arg(root)
+        .env("DOCKER_CONFIG", docker_config)
+        .env_remove("AIRLOCK_ROOT");
+    cmd
+}
+
+fn run_with_stdin(cmd: &mut std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn push_pull_login_logout_against_docker_registry_with_htpasswd() {
+    let Some(c) = cluster() else { return };
+    let auth_dir = tempfile::tempdir().unwrap();
+    let htpasswd = auth_dir.path().join("htpasswd");
+    let hash = bcrypt::hash_with_result("correct horse", 5)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoY);
+    std::fs::write(&htpasswd, format!("alice:{hash}\n")).unwrap();
+    let Some(registry) = support::DockerRegistry::start(Some(&htpasswd)) else {
+        return;
+    };
+    let docker_config = tempfile::tempdir().unwrap();
+    let root = c.store.root().to_path_buf();
+    let addr = registry.addr.clone();
+    let destination = format!("{addr}/team/demo:v1");
+
+    let out = airlock(&root, docker_config.path())
+        .args(["push", "demo:v1", &destination])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "push without login must fail");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("airlock login"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let wrong = run_with_stdin(
+        airlock(&root, docker_config.path()).args([
+            "login",
+            &addr,
+            "-u",
+            "alice",
+            "--password-stdin",
+        ]),
+        "wrong\n",
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(!docker_config.path().join("config.json").exists());
+
+    let ok = run_with_stdin(
+        airlock(&root, docker_config.path()).args([
+            "login",
+            &addr,
+            "-u",
+            "alice",
+            "--password-stdin",
+        ]),
+        "correct horse\n",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let saved = std::fs::read_to_string(docker_config.path().join("config.json")).unwrap();
+    assert!(
+        saved.contains(&addr) && !saved.contains("correct horse"),
+        "{saved}"
+    );
+
+    let out = airlock(&root, docker_config.path())
+        .args(["push", "demo:v1", &destination])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        c.index_digest.to_string()
+    );
+    let again = airlock(&root, docker_config.path())
+        .args(["push", "demo:v1", &destination])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{status}");
+    assert!(
+        status.contains("0 uploaded ("),
+        "second push uploaded blobs again: {status}"
+    );
+
+    let pulled = tempfile::tempdir().unwrap();
+    let out = airlock(pulled.path(), docker_config.path())
+        .args(["pull", &destination])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = Store::open(pulled.path()).unwrap();
+    let descriptor = store.resolve(&destination).unwrap();
+    assert_eq!(descriptor.digest, c.index_digest);
+    for blob in c.store.walk(&descriptor).unwrap() {
+        assert_eq!(
+            store.read_blob(&blob.digest).unwrap(),
+            c.store.read_blob(&blob.digest).unwrap()
+        );
+    }
+
+    let out = airlock(&root, docker_config.path())
+        .args(["logout", &addr])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = airlock(tempfile::tempdir().unwrap().path(), docker_config.path())
+        .args(["pull", &destination])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "pull after logout must fail");
 }
