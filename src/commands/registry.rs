@@ -24,6 +24,7 @@ use crate::image::store::Store;
 use crate::printer::Printer;
 use crate::registry::auth::{Credentials, DockerConfig};
 use crate::registry::client::{ClientConfig, Mirror, RegistryClient, TransferReporter};
+use crate::registry::htpasswd::Htpasswd;
 use crate::registry::server::{RegistryServer, ServerConfig};
 use crate::remote::Secret;
 use crate::settings::Settings;
@@ -50,6 +51,9 @@ pub struct ServeArgs {
     /// Allow DELETE of manifests and blobs.
     #[arg(long, conflicts_with = "read_only")]
     pub enable_delete: bool,
+    /// Require basic auth from this htpasswd file (bcrypt hashes, `htpasswd -B`).
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
 }
 
 /// Run a registry subcommand.
@@ -78,6 +82,9 @@ async fn serve(args: ServeArgs, settings: &Settings, printer: Printer) -> anyhow
         ServerConfig::writable(store.clone())
     };
     config.delete_enabled = args.enable_delete;
+    if let Some(path) = &args.htpasswd {
+        config.htpasswd = Some(Arc::new(Htpasswd::load(path).map_err(bad_input)?));
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

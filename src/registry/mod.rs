@@ -10,5 +10,6 @@ pub mod auth;
 pub mod catalog;
 pub mod client;
 pub mod error;
+pub mod htpasswd;
 pub mod server;
 mod upload;

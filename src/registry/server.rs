@@ -5,7 +5,7 @@
 //!    until a shutdown future resolves; [`RegistryServer::spawn`] does the same on a
 //!    background task and returns a [`RunningRegistry`] handle (tests, installs).
 //! 2. Every request goes through [`handle`]: it takes a permit (bounding how many
-//!    requests run at once), parses the path into a [`Route`] (names may hold
+//!    requests run at once), checks basic auth when an htpasswd file is set, parses the path into a [`Route`] (names may hold
 //!    slashes), checks names, tags and digests, and dispatches.
 //! 3. Manifests by tag are looked up in the [`Catalog`] (own names and the original
 //!    names of container images, `?ns=` selecting the domain); by digest, any
@@ -32,6 +32,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::catalog::{CatalogCache, read_region};
 use super::error::ApiError;
+use super::htpasswd::Htpasswd;
 use super::upload::Uploads;
 use crate::digest::Digest;
 use crate::image::oci;
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub max_manifest_bytes: u64,
     /// Requests handled at once; more wait for a permit.
     pub max_concurrent_requests: usize,
+    /// Basic auth: every request needs a user of this file; `None` lets anyone in.
+    pub htpasswd: Option<Arc<Htpasswd>>,
 }
 
 impl ServerConfig {
@@ -67,6 +70,7 @@ impl ServerConfig {
             delete_enabled: false,
             max_manifest_bytes: 4 << 20,
             max_concurrent_requests: 512,
+            htpasswd: None,
         }
     }
 
@@ -271,7 +275,26 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Response {
     let permit = state.permits.clone().acquire_owned().await;
-    let mut response = match dispatch(&state, request).await {
+    let authorized = match &state.config.htpasswd {
+        None => true,
+        Some(users) => {
+            let header = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let users = users.clone();
+            blocking(move || Ok(users.check(header.as_deref())))
+                .await
+                .unwrap_or(false)
+        }
+    };
+    let result = if authorized {
+        dispatch(&state, request).await
+    } else {
+        Err(ApiError::Unauthorized)
+    };
+    let mut response = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };

@@ -571,3 +571,187 @@ fn push_pull_login_logout_against_docker_registry_with_htpasswd() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "pull after logout must fail");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_refuse_bad_input_and_store_nothing() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let mut config = ServerConfig::writable(store.clone());
+    config.max_manifest_bytes = 1024;
+    let registry = serve(&store, config).await;
+    let http = reqwest::Client::new();
+    let url = registry.url();
+    let content = b"some blob content".to_vec();
+    let right = Digest::of(&content);
+    let wrong = Digest::of(b"other");
+
+    // Monolithic POST with the wrong digest.
+    let r = http
+        .post(format!("{url}/v2/a/b/blobs/uploads/?digest={wrong}"))
+        .body(content.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    assert!(!store.has_blob(&wrong) && !store.has_blob(&right));
+
+    // Chunked upload, truncated: the PUT names the digest of the whole content.
+    let r = http
+        .post(format!("{url}/v2/a/b/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = header(&r, "location").to_string();
+    let r = http
+        .patch(format!("{url}{location}"))
+        .header("content-range", "0-4")
+        .body(content[..5].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(header(&r, "range"), "0-4");
+    let r = http
+        .patch(format!("{url}{location}"))
+        .header("content-range", "3-7")
+        .body(content[3..8].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416, "an out-of-order chunk was accepted");
+    let r = http
+        .put(format!("{url}{location}?digest={right}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    assert!(!store.has_blob(&right));
+    let r = http
+        .put(format!("{url}{location}?digest={right}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a failed upload must be gone");
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
+
+    // Chunked upload done right.
+    let r = http
+        .post(format!("{url}/v2/a/b/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let location = header(&r, "location").to_string();
+    http.patch(format!("{url}{location}"))
+        .body(content[..5].to_vec())
+        .send()
+        .await
+        .unwrap();
+    let r = http
+        .put(format!("{url}{location}?digest={right}"))
+        .body(content[5..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "docker-content-digest"), right.to_string());
+    assert_eq!(store.read_blob(&right).unwrap(), content);
+
+    // Manifests: too large, not a manifest, unknown blob, invalid names.
+    let big = format!(r#"{{"schemaVersion":2,"pad":"{}"}}"#, "x".repeat(2000));
+    let r = http
+        .put(format!("{url}/v2/a/b/manifests/v1"))
+        .header("content-type", oci::MEDIA_TYPE_MANIFEST)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    let r = http
+        .put(format!("{url}/v2/a/b/manifests/v1"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "MANIFEST_INVALID");
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{wrong}","size":5}},"layers":[]}}"#,
+        oci::MEDIA_TYPE_MANIFEST,
+        oci::MEDIA_TYPE_CONFIG
+    );
+    let r = http
+        .put(format!("{url}/v2/a/b/manifests/v1"))
+        .body(manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+    // (`..` segments are folded by the HTTP client itself; the route parser's unit
+    // test covers them.)
+    for bad in [
+        "UPPER/blobs/uploads/",
+        "a//b/blobs/uploads/",
+        "a/.hidden/blobs/uploads/",
+        "a/b%2F..%2F..%2Fetc/blobs/uploads/",
+    ] {
+        let r = http.post(format!("{url}/v2/{bad}")).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(error_code(r).await, "NAME_INVALID", "{bad}");
+    }
+    assert!(store.images().unwrap().is_empty());
+    registry.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_guards_every_request() {
+    let Some(c) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htpasswd");
+    std::fs::write(&path, format!("bob:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+    let mut config = ServerConfig::read_only();
+    config.htpasswd = Some(Arc::new(
+        airlock::registry::htpasswd::Htpasswd::load(&path).unwrap(),
+    ));
+    let registry = serve(&c.store, config).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{}/v2/", registry.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(header(&r, "www-authenticate").starts_with("Basic"));
+    assert_eq!(error_code(r).await, "UNAUTHORIZED");
+    let r = http
+        .get(format!("{}/v2/", registry.url()))
+        .basic_auth("bob", Some("nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    let host = registry.addr.to_string();
+    let reference: Reference = format!("{host}/library/busybox:1.36").parse().unwrap();
+    let anonymous = RegistryClient::new(ClientConfig::default()).unwrap();
+    let err = anonymous.pull(&store, &reference, &[]).await.unwrap_err();
+    assert!(matches!(err, ClientError::Unauthorized { .. }), "{err}");
+    let bob = RegistryClient::new(ClientConfig::default())
+        .unwrap()
+        .with_credentials(
+            &host,
+            airlock::registry::auth::Credentials {
+                username: "bob".into(),
+                password: airlock::remote::Secret::new("pw"),
+            },
+        );
+    bob.check_login(&host).await.unwrap();
+    let descriptor = bob.pull(&store, &reference, &[]).await.unwrap();
+    assert_eq!(descriptor.digest.to_string(), c.layout.manifest_digest);
+    registry.stop().await.unwrap();
+}
