@@ -40,6 +40,14 @@ pub enum Command {
     Bundle(commands::bundle::BundleArgs),
     /// Install a cluster image onto the hosts of a Clusterfile.
     Run(commands::run::RunArgs),
+    /// Push a cluster image to a registry (blobs it has are skipped).
+    Push(commands::registry::PushArgs),
+    /// Pull a cluster image from a registry into the local store.
+    Pull(commands::registry::PullArgs),
+    /// Save credentials for a registry (shared with ~/.docker/config.json).
+    Login(commands::registry::LoginArgs),
+    /// Remove the saved credentials of a registry.
+    Logout(commands::registry::LogoutArgs),
     /// The embedded OCI registry.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),

@@ -36,6 +36,10 @@ pub async fn dispatch(
         Command::Inspect(args) => images::inspect(args, &settings, printer).await,
         Command::Bundle(args) => bundle::run(args, &settings, printer).await,
         Command::Run(args) => run::run(args, &settings, printer).await,
+        Command::Push(args) => registry::push(args, &settings, printer).await,
+        Command::Pull(args) => registry::pull(args, &settings, printer).await,
+        Command::Login(args) => registry::login(args, &settings, printer).await,
+        Command::Logout(args) => registry::logout(args, &settings, printer).await,
         Command::Registry(cmd) => registry::run(cmd, &settings, printer).await,
         Command::Agent(cmd) => agent::run(cmd, &settings, printer).await,
     }

@@ -1,9 +1,15 @@
 //! airlock's integration tests: one binary, real processes.
 
 #[cfg(test)]
+mod e2e;
+#[cfg(test)]
+mod registry;
+#[cfg(test)]
 mod remote;
 #[cfg(test)]
 mod sshd;
+#[cfg(test)]
+mod support;
 #[cfg(test)]
 mod testbed;
 
