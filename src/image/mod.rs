@@ -7,8 +7,10 @@
 //! 2. every other entry is a **container image** the cluster needs, stored byte for
 //!    byte as its registry served it, annotated with its original reference.
 
+pub mod layer;
 pub mod oci;
 pub mod store;
+pub mod tree;
 
 use std::io;
 use std::path::PathBuf;
