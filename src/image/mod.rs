@@ -7,6 +7,7 @@
 //! 2. every other entry is a **container image** the cluster needs, stored byte for
 //!    byte as its registry served it, annotated with its original reference.
 
+pub mod build;
 pub mod cluster;
 pub mod discover;
 pub mod gc;
