@@ -7,8 +7,15 @@
 //! 2. every other entry is a **container image** the cluster needs, stored byte for
 //!    byte as its registry served it, annotated with its original reference.
 
+pub mod build;
+pub mod cluster;
+pub mod discover;
+pub mod gc;
+pub mod layer;
+pub mod layout;
 pub mod oci;
 pub mod store;
+pub mod tree;
 
 use std::io;
 use std::path::PathBuf;

@@ -22,3 +22,4 @@ fn binary_prints_its_version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("airlock "));
 }
+mod build;
