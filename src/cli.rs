@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands;
 use crate::printer::Printer;
-use crate::settings::{Env, OutputFormat, Settings};
+use crate::settings::{Env, Settings};
 
 /// airlock builds, ships and runs whole clusters offline.
 #[derive(Debug, Parser)]
@@ -16,10 +16,6 @@ pub struct Cli {
     /// Local image store (default: ~/.local/share/airlock; env AIRLOCK_ROOT).
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Output format of read commands: text or json (`save` and `bundle` take a
-    /// file here instead, so the value is checked in [`output_format`]).
-    #[arg(short, long, global = true, value_name = "FORMAT")]
-    pub output: Option<String>,
     /// More log detail (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -74,23 +70,9 @@ pub fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    let output = match output_format(&cli) {
-        Ok(o) => o,
-        Err(message) => {
-            Printer {
-                output: OutputFormat::Text,
-                quiet: false,
-            }
-            .error(&commands::bad_input(message));
-            return ExitCode::from(2);
-        }
-    };
-    let settings = Settings::resolve(cli.root.clone(), output, cli.verbose, &env);
+    let settings = Settings::resolve(cli.root.clone(), cli.verbose, &env);
     init_tracing(&env, cli.verbose);
-    let printer = Printer {
-        output: settings.output,
-        quiet: false,
-    };
+    let printer = Printer { quiet: false };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,17 +85,6 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(commands::dispatch(cli.command, settings, printer));
     commands::exit_code(result, printer)
-}
-
-/// The output format `-o` asks for; commands whose `-o` names a file get text.
-pub fn output_format(cli: &Cli) -> Result<OutputFormat, String> {
-    let takes_file = matches!(cli.command, Command::Save(_) | Command::Bundle(_));
-    match cli.output.as_deref() {
-        None | Some("text") => Ok(OutputFormat::Text),
-        Some("json") => Ok(OutputFormat::Json),
-        Some(_) if takes_file => Ok(OutputFormat::Text),
-        Some(other) => Err(format!("-o {other}: the output format is text or json")),
-    }
 }
 
 /// Logs go to stderr, filtered by `AIRLOCK_LOG` or `-v`.

@@ -7,13 +7,9 @@
     reason = "the printer is where output goes"
 )]
 
-use crate::settings::OutputFormat;
-
 /// Where commands send what users see.
 #[derive(Clone, Copy, Debug)]
 pub struct Printer {
-    /// Output format for results.
-    pub output: OutputFormat,
     /// Suppress progress lines.
     pub quiet: bool,
 }

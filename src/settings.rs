@@ -32,8 +32,6 @@ pub enum OutputFormat {
 pub struct Settings {
     /// The local store.
     pub root: PathBuf,
-    /// Output format for read commands.
-    pub output: OutputFormat,
     /// `-v` count.
     pub verbosity: u8,
     /// Whether colour is allowed.
@@ -91,13 +89,12 @@ impl Env {
 
 impl Settings {
     /// Apply precedence: flag, then environment, then default.
-    pub fn resolve(root: Option<PathBuf>, output: OutputFormat, verbosity: u8, env: &Env) -> Self {
+    pub fn resolve(root: Option<PathBuf>, verbosity: u8, env: &Env) -> Self {
         let root = root
             .or_else(|| env.get(env_vars::AIRLOCK_ROOT).map(PathBuf::from))
             .unwrap_or_else(|| default_root(env));
         Self {
             root,
-            output,
             verbosity,
             color: env.get(env_vars::NO_COLOR).is_none(),
             env: env.clone(),
@@ -120,24 +117,14 @@ mod tests {
     #[test]
     fn flag_beats_env_beats_default() {
         let env = Env::from_pairs([("AIRLOCK_ROOT", "/env"), ("HOME", "/home/u")]);
-        let s = Settings::resolve(Some("/flag".into()), OutputFormat::Text, 0, &env);
+        let s = Settings::resolve(Some("/flag".into()), 0, &env);
         assert_eq!(s.root, PathBuf::from("/flag"));
-        let s = Settings::resolve(None, OutputFormat::Text, 0, &env);
+        let s = Settings::resolve(None, 0, &env);
         assert_eq!(s.root, PathBuf::from("/env"));
-        let s = Settings::resolve(
-            None,
-            OutputFormat::Text,
-            0,
-            &Env::from_pairs([("HOME", "/home/u")]),
-        );
+        let s = Settings::resolve(None, 0, &Env::from_pairs([("HOME", "/home/u")]));
         assert_eq!(s.root, PathBuf::from("/home/u/.local/share/airlock"));
         assert!(s.color);
-        let s = Settings::resolve(
-            None,
-            OutputFormat::Text,
-            0,
-            &Env::from_pairs([("NO_COLOR", "1")]),
-        );
+        let s = Settings::resolve(None, 0, &Env::from_pairs([("NO_COLOR", "1")]));
         assert!(!s.color);
     }
 }

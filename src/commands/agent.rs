@@ -3,11 +3,15 @@
 //! The install engine puts the airlock binary on every host and calls these
 //! subcommands over SSH; they are hidden from `--help` because people never need them.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use crate::image::cluster::{ClusterImage, unpack_rootfs};
+use crate::image::oci::Platform;
+use crate::image::store::Store;
 use crate::printer::Printer;
 use crate::settings::Settings;
 
@@ -16,6 +20,15 @@ use crate::settings::Settings;
 pub enum AgentCommand {
     /// Print the agent's version.
     Version,
+    /// Unpack the rootfs of an image in the store (`--root`) into DEST, replacing
+    /// what was there only once the new tree is complete.
+    Unpack {
+        /// The image, as stored.
+        name: String,
+        /// Where the rootfs goes.
+        #[arg(long)]
+        dest: PathBuf,
+    },
     /// Wait until a registry answers `GET /v2/` at ADDR.
     WaitRegistry {
         /// `HOST:PORT` of the registry.
@@ -28,14 +41,37 @@ pub enum AgentCommand {
 }
 
 /// Run an agent subcommand.
-pub async fn run(cmd: AgentCommand, _settings: &Settings, printer: Printer) -> anyhow::Result<()> {
+pub async fn run(cmd: AgentCommand, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
     match cmd {
         AgentCommand::Version => printer.result(env!("CARGO_PKG_VERSION")),
+        AgentCommand::Unpack { name, dest } => {
+            unpack(settings, &name, &dest)?;
+            printer.status(format!("unpacked {name} into {}", dest.display()));
+        }
         AgentCommand::WaitRegistry { addr, timeout } => {
             wait_registry(&addr, Duration::from_secs(timeout)).await?;
             printer.status(format!("registry at {addr} is ready"));
         }
     }
+    Ok(())
+}
+
+fn unpack(settings: &Settings, name: &str, dest: &Path) -> anyhow::Result<()> {
+    let store = Store::open(&settings.root)
+        .with_context(|| format!("opening {}", settings.root.display()))?;
+    let image = ClusterImage::load(&store, name)?;
+    let rootfs = image
+        .rootfs_for(&Platform::host())
+        .unwrap_or_else(|| image.primary());
+    let staging = dest.with_extension("airlock-new");
+    if staging.exists() {
+        fs_err::remove_dir_all(&staging)?;
+    }
+    unpack_rootfs(&store, rootfs, &staging)?;
+    if dest.exists() {
+        fs_err::remove_dir_all(dest)?;
+    }
+    fs_err::rename(&staging, dest)?;
     Ok(())
 }
 

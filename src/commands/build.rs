@@ -22,6 +22,7 @@ use crate::image::layout::{LayoutFetcher, LocalSource};
 use crate::image::oci::{Descriptor, Platform};
 use crate::image::store::Store;
 use crate::printer::Printer;
+use crate::registry::client::RegistryClient;
 use crate::settings::Settings;
 use crate::spec::reference::Reference;
 
@@ -62,12 +63,15 @@ pub struct BuildArgs {
     /// Registry access.
     #[command(flatten)]
     pub registry: super::RegistryArgs,
+    /// Registry credentials.
+    #[command(flatten)]
+    pub docker: super::registry::DockerConfigArgs,
 }
 
-/// Local sources first; a reference found in none of them names itself and the fix.
+/// Local sources (`--image-source`) first, then registries (with `--registry-mirror`).
 struct LocalFirstFetcher {
     local: LayoutFetcher,
-    has_sources: bool,
+    registry: RegistryClient,
 }
 
 #[async_trait::async_trait]
@@ -78,14 +82,10 @@ impl ImageFetcher for LocalFirstFetcher {
         reference: &Reference,
         platforms: &[Platform],
     ) -> anyhow::Result<Descriptor> {
-        if self.has_sources {
+        if self.local.find(reference)?.is_some() {
             return self.local.fetch(store, reference, platforms).await;
         }
-        anyhow::bail!(
-            "{reference} must come from a registry, and this build of airlock fetches container images only from local sources; \
-             copy it into an OCI layout (`skopeo copy docker://{} oci:DIR:{reference}`) and pass --image-source oci:DIR",
-            reference.familiar()
-        )
+        self.registry.fetch(store, reference, platforms).await
     }
 }
 
@@ -250,7 +250,11 @@ pub async fn run(args: BuildArgs, settings: &Settings, printer: Printer) -> anyh
             .map_or(1, |n| u32::try_from(n.get()).unwrap_or(1)),
         fetcher: Arc::new(LocalFirstFetcher {
             local,
-            has_sources: !sources.is_empty(),
+            registry: RegistryClient::new(super::registry::client_config(
+                &args.registry,
+                &args.docker,
+            )?)
+            .map_err(bad_input)?,
         }),
         helm: helm_available().then(|| Arc::new(Helm) as Arc<dyn ChartRenderer>),
     };

@@ -19,13 +19,17 @@ use crate::image::layout;
 use crate::image::oci::{Descriptor, ImageIndex, ImageManifest, RootfsConfig};
 use crate::image::store::Store;
 use crate::printer::Printer;
-use crate::settings::{OutputFormat, Settings};
+use crate::settings::Settings;
 use crate::spec::reference::Reference;
 
 /// Flags of `airlock images`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  airlock images -o json")]
-pub struct ImagesArgs {}
+pub struct ImagesArgs {
+    /// Output format.
+    #[command(flatten)]
+    pub format: super::OutputArgs,
+}
 
 /// Flags of `airlock inspect`.
 #[derive(Debug, clap::Args)]
@@ -59,7 +63,11 @@ pub struct RmiArgs {
 /// Flags of `airlock prune`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  airlock prune")]
-pub struct PruneArgs {}
+pub struct PruneArgs {
+    /// Output format.
+    #[command(flatten)]
+    pub format: super::OutputArgs,
+}
 
 /// Flags of `airlock save`.
 #[derive(Debug, clap::Args)]
@@ -70,9 +78,9 @@ pub struct SaveArgs {
     /// Images to save.
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// The OCI archive to write (this `-o` replaces the global output format).
-    #[arg(short = 'o', long = "output", value_name = "FILE.tar", required = true)]
-    pub output: Option<String>,
+    /// The OCI archive to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE.tar")]
+    pub output: PathBuf,
 }
 
 /// Flags of `airlock load`.
@@ -109,11 +117,7 @@ struct ImageRow {
 }
 
 /// List images.
-pub async fn images(
-    _args: ImagesArgs,
-    settings: &Settings,
-    printer: Printer,
-) -> anyhow::Result<()> {
+pub async fn images(args: ImagesArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
     let store = open_store(settings)?;
     let mut rows = Vec::new();
     for (name, d) in store.images()? {
@@ -139,7 +143,7 @@ pub async fn images(
             size,
         });
     }
-    if settings.output == OutputFormat::Json {
+    if args.format.is_json() {
         printer.json(&rows);
         return Ok(());
     }
@@ -247,10 +251,10 @@ pub async fn rmi(args: RmiArgs, settings: &Settings, printer: Printer) -> anyhow
 }
 
 /// Delete blobs no image uses.
-pub async fn prune(_args: PruneArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
+pub async fn prune(args: PruneArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
     let store = open_store(settings)?;
     let report = gc::prune(&store)?;
-    if settings.output == OutputFormat::Json {
+    if args.format.is_json() {
         printer.json(&report);
     } else {
         printer.result(format!(
@@ -270,7 +274,7 @@ pub async fn save(args: SaveArgs, settings: &Settings, printer: Printer) -> anyh
         .iter()
         .map(|n| resolve(&store, n))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let file = PathBuf::from(args.output.unwrap_or_default());
+    let file = args.output;
     let size = layout::save(&store, &names, &file)
         .with_context(|| format!("writing {}", file.display()))?;
     printer.status(format!(

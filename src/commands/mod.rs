@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use crate::cli::Command;
 use crate::printer::Printer;
-use crate::settings::Settings;
+use crate::settings::{OutputFormat, Settings};
 
 /// Bad input from the user: exit code 2 instead of 1. The message must name the
 /// file, line, field or host at fault and what to do.
@@ -62,6 +62,21 @@ pub fn exit_code(result: anyhow::Result<()>, printer: Printer) -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// `-o/--output` of the read commands.
+#[derive(Clone, Copy, Debug, Default, clap::Args)]
+pub struct OutputArgs {
+    /// Output format: text for people, json for programs.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+impl OutputArgs {
+    /// Whether JSON was asked for.
+    pub fn is_json(self) -> bool {
+        self.output == OutputFormat::Json
     }
 }
 

@@ -197,7 +197,11 @@ pub struct LogoutArgs {
     pub docker: DockerConfigArgs,
 }
 
-fn client_config(args: &RegistryArgs, docker: &DockerConfigArgs) -> anyhow::Result<ClientConfig> {
+/// The client configuration from registry flags and Docker's config.
+pub(crate) fn client_config(
+    args: &RegistryArgs,
+    docker: &DockerConfigArgs,
+) -> anyhow::Result<ClientConfig> {
     let mirrors = args
         .registry_mirror
         .iter()

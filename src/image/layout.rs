@@ -147,7 +147,8 @@ impl LayoutFetcher {
     }
 
     /// The layout and entry that hold `reference`, if any.
-    fn find(&self, reference: &Reference) -> io::Result<Option<(&LayoutDir, Descriptor)>> {
+    /// The layout holding `reference` and its descriptor there, if any.
+    pub fn find(&self, reference: &Reference) -> io::Result<Option<(&LayoutDir, Descriptor)>> {
         for layout in &self.layouts {
             for (name, d) in layout.images()? {
                 let matches = name.parse::<Reference>().is_ok_and(|r| {

@@ -122,10 +122,21 @@ impl ImagePlan {
             &read_blob(source, &top.digest).map_err(|e| err(e.to_string()))?,
         )
         .map_err(|e| err(format!("top-level index is not valid: {e}")))?;
-        let rootfs = index
+        let host = oci::Platform::host();
+        let rootfs_entries: Vec<&Descriptor> = index
             .manifests
             .iter()
-            .find(|d| d.annotation(oci::ANNOTATION_ROLE) == Some(oci::ROLE_ROOTFS))
+            .filter(|d| d.annotation(oci::ANNOTATION_ROLE) == Some(oci::ROLE_ROOTFS))
+            .collect();
+        let rootfs = rootfs_entries
+            .iter()
+            .find(|d| {
+                d.platform
+                    .as_ref()
+                    .is_some_and(|p| p.architecture == host.architecture)
+            })
+            .or(rootfs_entries.first())
+            .copied()
             .ok_or_else(|| {
                 err("no rootfs manifest: is it a cluster image built by airlock?".to_string())
             })?;
