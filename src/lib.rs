@@ -19,6 +19,7 @@ pub mod commands;
 pub mod digest;
 pub mod image;
 pub mod install;
+pub mod preflight;
 pub mod printer;
 pub mod registry;
 pub mod remote;

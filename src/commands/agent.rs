@@ -51,13 +51,17 @@ async fn wait_registry(addr: &str, timeout: Duration) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    anyhow::bail!("registry at {addr} did not answer within {}s: {last}", timeout.as_secs())
+    anyhow::bail!(
+        "registry at {addr} did not answer within {}s: {last}",
+        timeout.as_secs()
+    )
 }
 
 async fn probe(addr: &str) -> anyhow::Result<u16> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-        .await
-        .context("connect timed out")??;
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .context("connect timed out")??;
     let req = format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await?;
     let mut head = [0u8; 64];
