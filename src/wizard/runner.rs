@@ -43,7 +43,7 @@ pub trait WizardEngine: Send + Sync {
         &self,
         spec: &ClusterSpec,
         skip: &BTreeSet<CheckId>,
-        on_finding: &(dyn Fn(&Finding) + Send + Sync),
+        on_finding: &(dyn for<'f> Fn(&'f Finding) + Send + Sync),
     ) -> anyhow::Result<Report>;
 
     /// Run the install of `spec`, streaming progress to `reporter`.
@@ -324,4 +324,38 @@ fn perform<'a>(
         };
         let _ = tx.send(event);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn sessions_are_private_and_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/session.json");
+        assert_eq!(load_session(&path).unwrap(), None);
+        let mut state = State::new(ImageInfo::default());
+        state.hosts.entry.ips = "198.18.0.2".to_string();
+        save_session(&path, &state).unwrap();
+        let mode = fs_err::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_session(&path).unwrap().unwrap().hosts, state.hosts);
+        state.version += 1;
+        save_session(&path, &state).unwrap();
+        assert_eq!(
+            load_session(&path).unwrap(),
+            None,
+            "other versions start afresh"
+        );
+        fs_err::write(&path, "{").unwrap();
+        assert!(
+            load_session(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("not a wizard session")
+        );
+    }
 }

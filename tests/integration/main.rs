@@ -1,6 +1,7 @@
 //! airlock's integration tests: one binary, real processes.
 
 mod testbed;
+mod wizard;
 
 #[test]
 fn binary_prints_its_version() {
