@@ -117,7 +117,7 @@ pub fn draw<'a>(state: &State, frame: &mut Frame<'_>, area: Rect, theme: Theme) 
     let hint = match c.focus {
         CredField::SudoPassword => "Empty: the login password is used for sudo.",
         CredField::Bastion => "Optional jump host, user@host:port.",
-        CredField::AcceptHostKeys => "Fingerprints are shown on Preflight; a changed key stops.",
+        CredField::AcceptHostKeys => "Recorded in airlock's known-hosts file; a changed key stops.",
         CredField::KeyFile => "A private key readable on this machine, e.g. /root/.ssh/id_ed25519",
         _ => "Passwords are never written to disk unless you ask on Summary.",
     };
