@@ -4,7 +4,7 @@
 //!
 //! 1. Forms ([`HostsForm`], [`CredentialsForm`], [`SettingsForm`]) hold text as typed;
 //!    validation is a pure function of the text ([`HostsForm::problems`], ...).
-//! 2. [`State::to_clusterfile`] turns the forms into a sealer `Cluster` document and
+//! 2. [`State::to_cluster_doc`] turns the forms into a sealer `Cluster` document and
 //!    [`State::to_spec`] resolves it with the same code the CLI uses, so the wizard
 //!    and `FILE.run install -f Clusterfile` run the same [`ClusterSpec`].
 //! 3. Secrets are `#[serde(skip)]`: a saved session asks for them again.
