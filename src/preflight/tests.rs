@@ -403,3 +403,88 @@ fn every_check_is_documented() {
         );
     }
 }
+
+/// Runs commands on this machine with `sh`: the facts script on a real host.
+struct LocalShell;
+
+#[async_trait::async_trait]
+impl Remote for LocalShell {
+    fn host(&self) -> &str {
+        "127.0.0.1"
+    }
+
+    async fn run(&self, cmd: &RemoteCommand) -> Result<Output, RemoteError> {
+        let out = tokio::process::Command::new(&cmd.argv[0])
+            .args(&cmd.argv[1..])
+            .output()
+            .await
+            .map_err(|e| RemoteError::Session {
+                host: "127.0.0.1".to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+
+    async fn upload(&self, _: &UploadSource, path: &str, _: u32) -> Result<(), RemoteError> {
+        panic!("preflight must not upload (asked for {path})")
+    }
+}
+
+#[tokio::test]
+async fn the_facts_script_reports_every_fact_the_judges_read() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!(
+            "SKIPPED the_facts_script_reports_every_fact_the_judges_read: needs root (sudo is not simulated)"
+        );
+        return;
+    }
+    let spec = spec("  - ips: [127.0.0.1]\n    roles: [master]\n");
+    let facts = gather(&LocalShell, &spec).await.unwrap();
+    for key in [
+        "uid",
+        "hostname",
+        "machine_id",
+        "os",
+        "arch",
+        "kernel",
+        "cpus",
+        "mem_kb",
+        "swap_kb",
+        "time",
+        "disk_dir",
+        "disk_free_kb",
+        "fsync_us",
+        "cgroup_fs",
+    ] {
+        assert!(facts.get(key).is_some(), "no {key} in {facts:?}");
+    }
+    assert!(facts.number("cpus").unwrap() >= 1);
+    let found = judge_host(
+        &spec,
+        &Requirements::default(),
+        &spec.hosts[0],
+        &facts,
+        &no_skip,
+    );
+    assert_eq!(
+        found.len(),
+        CHECKS.len() - 3,
+        "all but the cross-host checks"
+    );
+    // The probe file is gone.
+    let dir = facts.get("disk_dir").unwrap();
+    let left: Vec<_> = fs_err::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".airlock-fsync")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use airlock::install::{self, Reporter, StepId, StepState};
 use airlock::preflight::{CHECKS, CheckId, Finding, Report, Status};
 use airlock::spec::clusterfile::ClusterSpec;
+use airlock::wizard::runner::load_session;
 use airlock::wizard::state::ImageInfo;
 use airlock::wizard::{InstallResult, WizardEngine, WizardInput, run_wizard};
 
@@ -126,7 +127,7 @@ fn wizard_child_with_fake_engine() {
             size: 1024,
             ..ImageInfo::default()
         },
-        resume: None,
+        resume: load_session(&dir.join("session.json")).unwrap(),
         session_path: dir.join("session.json"),
         clusterfile_path: dir.join("Clusterfile"),
         color: false,
@@ -204,41 +205,88 @@ fn wait_for_file(path: &Path) -> String {
     fs_err::read_to_string(path).expect("the child wrote its outcome")
 }
 
+/// Start the wizard child in a fresh tmux server at 80x24; `None` without tmux.
+#[expect(
+    clippy::print_stderr,
+    reason = "a skipped test must say so in the test output"
+)]
+fn start(name: &str, dir: &Path) -> Option<Tmux> {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED {name}: tmux is not installed (apt-get install tmux)");
+        return None;
+    }
+    let tmux = Tmux {
+        socket: format!("airlock-{name}-{}", std::process::id()),
+    };
+    tmux.launch(dir);
+    Some(tmux)
+}
+
+impl Tmux {
+    fn launch(&self, dir: &Path) {
+        let exe = std::env::current_exe().expect("the test binary has a path");
+        let command = format!(
+            "env {CHILD_ENV}={} {} --ignored --exact wizard::wizard_child_with_fake_engine --nocapture",
+            dir.display(),
+            exe.display()
+        );
+        let out = self.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            "w",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            &command,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn wizard_resumes_after_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(tmux) = start("wizard-resume", dir.path()) else {
+        return;
+    };
+    tmux.wait_for("Verified: every part matches its digest.");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("No hosts yet");
+    tmux.text("198.18.0.2");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Hosts: 1 master, 0 nodes");
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("Quit the wizard?");
+    tmux.keys(&["y"]);
+    let outcome = wait_for_file(&dir.path().join("outcome"));
+    assert!(outcome.starts_with("Quit"), "{outcome}");
+    fs_err::remove_file(dir.path().join("outcome")).unwrap();
+
+    // The same bundle run again comes back to the same screen with the same hosts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tmux.cmd(&["has-session", "-t", "w"]).status.success() {
+        assert!(Instant::now() < deadline, "the first wizard never exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.launch(dir.path());
+    let screen = tmux.wait_for("Hosts: 1 master, 0 nodes");
+    assert!(screen.contains("198.18.0.2"), "{screen}");
+    tmux.keys(&["C-c", "y"]);
+    wait_for_file(&dir.path().join("outcome"));
+}
+
 #[test]
 fn wizard_in_a_real_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!(
-            "SKIPPED wizard_in_a_real_terminal: tmux is not installed (apt-get install tmux)"
-        );
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let tmux = Tmux {
-        socket: format!("airlock-wizard-test-{}", std::process::id()),
+    let Some(tmux) = start("wizard-e2e", dir.path()) else {
+        return;
     };
-    let exe = std::env::current_exe().unwrap();
-    let command = format!(
-        "env {CHILD_ENV}={} {} --ignored --exact wizard::wizard_child_with_fake_engine --nocapture",
-        dir.path().display(),
-        exe.display()
-    );
-    let out = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "w",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &command,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
     tmux.wait_for("Verified: every part matches its digest.");
     tmux.keys(&["Enter"]);
     tmux.wait_for("No hosts yet");
