@@ -8,7 +8,9 @@
 //!    pulls container images from registries into the store.
 //! 4. [`bundle`] writes and reads self-extracting installers.
 //! 5. [`remote`] runs commands and copies files on hosts over SSH.
-//! 6. [`install`] turns a Clusterfile and an image into a plan and runs it on hosts.
+//! 6. [`install`] turns a Clusterfile and an image into a plan and runs it on hosts,
+//!    after [`preflight`] has checked every host read-only.
+//! 7. [`wizard`] is the full-screen terminal face of the same flow.
 //!
 //! The binary (`src/main.rs` and [`commands`]) is the only place that prints,
 //! reads the environment or owns the terminal.
@@ -19,8 +21,10 @@ pub mod commands;
 pub mod digest;
 pub mod image;
 pub mod install;
+pub mod preflight;
 pub mod printer;
 pub mod registry;
 pub mod remote;
 pub mod settings;
 pub mod spec;
+pub mod wizard;

@@ -1,6 +1,8 @@
 //! airlock's integration tests: one binary, real processes.
 
 #[cfg(test)]
+mod build;
+#[cfg(test)]
 mod e2e;
 #[cfg(test)]
 mod registry;
@@ -12,6 +14,8 @@ mod sshd;
 mod support;
 #[cfg(test)]
 mod testbed;
+#[cfg(test)]
+mod wizard;
 
 #[test]
 fn binary_prints_its_version() {
@@ -22,4 +26,3 @@ fn binary_prints_its_version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("airlock "));
 }
-mod build;

@@ -1,0 +1,38 @@
+//! What the wizard asks the runner to do. Only the runner performs actions; their
+//! results come back as [`super::Event`]s.
+
+use std::collections::BTreeSet;
+
+use crate::preflight::CheckId;
+use crate::spec::clusterfile::ClusterSpec;
+
+/// One thing to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Verify the bundle's integrity.
+    Verify,
+    /// Connect to every host and run the preflight checks, skipping `skip`.
+    Preflight {
+        /// The cluster.
+        spec: Box<ClusterSpec>,
+        /// Checks the user skipped.
+        skip: BTreeSet<CheckId>,
+    },
+    /// Save the Clusterfile text (mode 0600).
+    SaveClusterfile {
+        /// The YAML.
+        yaml: String,
+    },
+    /// Run the install (again: finished steps are skipped).
+    Install {
+        /// The cluster.
+        spec: Box<ClusterSpec>,
+    },
+    /// Write a support bundle: logs, journal, Clusterfile without secrets, host facts.
+    SupportBundle {
+        /// The Clusterfile without secrets.
+        yaml: String,
+    },
+    /// Leave, saving the session so it can resume.
+    Quit,
+}
