@@ -206,10 +206,6 @@ fn wait_for_file(path: &Path) -> String {
 }
 
 /// Start the wizard child in a fresh tmux server at 80x24; `None` without tmux.
-#[expect(
-    clippy::print_stderr,
-    reason = "a skipped test must say so in the test output"
-)]
 fn start(name: &str, dir: &Path) -> Option<Tmux> {
     if Command::new("tmux").arg("-V").output().is_err() {
         eprintln!("SKIPPED {name}: tmux is not installed (apt-get install tmux)");
