@@ -16,9 +16,13 @@ pub struct Cli {
     /// Local image store (default: ~/.local/share/airlock; env AIRLOCK_ROOT).
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Output format of read commands.
-    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Output format of read commands: text or json.
+    ///
+    /// A string, not an [`OutputFormat`]: `airlock bundle` reuses `-o/--output` for its
+    /// output file (CLI.md), and clap hands a subcommand's value of a global id to the
+    /// parent, so both must be stored as the same type. Read with [`Cli::output_format`].
+    #[arg(short, long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub output: String,
     /// More log detail (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -38,6 +42,9 @@ pub enum Command {
     Inspect(commands::images::InspectArgs),
     /// Write a self-extracting installer for an image.
     Bundle(commands::bundle::BundleArgs),
+    /// Signing keys for bundles.
+    #[command(subcommand)]
+    Key(commands::key::KeyCommand),
     /// Install a cluster image onto the hosts of a Clusterfile.
     Run(commands::run::RunArgs),
     /// The embedded OCI registry.
@@ -48,6 +55,16 @@ pub enum Command {
     Agent(commands::agent::AgentCommand),
 }
 
+impl Cli {
+    /// The output format; `text` when `-o` was the output file of `airlock bundle`.
+    pub fn output_format(&self) -> OutputFormat {
+        match self.output.as_str() {
+            "json" => OutputFormat::Json,
+            _ => OutputFormat::Text,
+        }
+    }
+}
+
 /// Parse, resolve settings, run, and map the outcome to an exit code.
 pub fn main() -> ExitCode {
     let env = Env::from_process();
@@ -55,7 +72,7 @@ pub fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    let settings = Settings::resolve(cli.root.clone(), cli.output, cli.verbose, &env);
+    let settings = Settings::resolve(cli.root.clone(), cli.output_format(), cli.verbose, &env);
     init_tracing(&env, cli.verbose);
     let printer = Printer {
         output: settings.output,
