@@ -4,7 +4,7 @@
 //!    section headers of an executable.
 //! 2. [`Elf::extent`] is where the ELF image ends: a file longer than that carries
 //!    appended data, so a runner with bytes after its extent but no valid trailer is a
-//!    damaged bundle, not plain airlock.
+//!    damaged bundle, not plain airlock; a file shorter than that was cut short.
 //! 3. [`Elf::is_dynamic`] tells whether it needs a dynamic loader (`PT_INTERP`): a
 //!    bundle's runner must be static to run on any Linux.
 
@@ -55,6 +55,10 @@ impl Elf {
             .max(shoff + shnum * shentsize);
         let mut is_dynamic = false;
         let mut entry = [0u8; 64];
+        if extent > file.metadata()?.len() {
+            // The file is cut short of its own headers: report the extent they need.
+            return Ok(Some(Self { extent, is_dynamic }));
+        }
         for i in 0..phnum {
             file.read_exact_at(&mut entry[..56], phoff + i * phentsize)?;
             if u32_at(&entry, 0) == PT_INTERP {

@@ -193,7 +193,6 @@ impl Bundle {
         match read_trailer(&path, &file) {
             Ok(Some((size, trailer))) => Self::from_trailer(path, file, size, trailer).map(Some),
             Ok(None) => Ok(None),
-            Err(BundleError::Truncated { .. } | BundleError::NotABundle { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -297,6 +296,11 @@ impl Bundle {
     /// Whether this is a delta bundle (some blobs live in a base bundle).
     pub fn is_delta(&self) -> bool {
         self.index.base.is_some()
+    }
+
+    /// The base bundle attached with [`Bundle::with_base`].
+    pub fn base(&self) -> Option<&Bundle> {
+        self.base.as_deref()
     }
 
     /// Attach the base bundle of a delta, checking that it is the one the delta names.
@@ -589,7 +593,7 @@ fn read_trailer(path: &Path, file: &File) -> Result<Option<(u64, Trailer)>, Bund
         Err(TrailerError::NoMagic) => {
             let elf = Elf::read(file).map_err(|source| io_error(path, source))?;
             match elf {
-                Some(elf) if elf.extent < size => Err(BundleError::Truncated {
+                Some(elf) if elf.extent != size => Err(BundleError::Truncated {
                     path: path.to_path_buf(),
                     size,
                 }),

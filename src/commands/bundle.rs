@@ -131,6 +131,9 @@ struct BundleCli {
     /// More log detail (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// For a delta bundle: the complete bundle it was made against.
+    #[arg(long, global = true, value_name = "OLD.run")]
+    base: Option<PathBuf>,
     /// What to do (the install wizard on a terminal when omitted).
     #[command(subcommand)]
     command: Option<BundleCommand>,
@@ -198,8 +201,33 @@ pub fn run_if_bundle(env: &Env) -> Option<ExitCode> {
         output: settings.output,
         quiet: false,
     };
-    let result = run_bundle(bundle, cli.command, &settings, printer);
+    let result = attach_base(bundle, cli.base.as_deref(), cli.command.as_ref())
+        .and_then(|bundle| run_bundle(bundle, cli.command, &settings, printer));
     Some(exit_code(result, printer))
+}
+
+/// A delta bundle needs its base for everything but `info` and help.
+fn attach_base(
+    bundle: Bundle,
+    base: Option<&std::path::Path>,
+    command: Option<&BundleCommand>,
+) -> anyhow::Result<Bundle> {
+    let needs_base = !matches!(command, None | Some(BundleCommand::Info));
+    match (bundle.index().base.clone(), base) {
+        (None, None) => Ok(bundle),
+        (None, Some(_)) => Err(bad_input(
+            "--base is only for delta bundles, and this one is complete",
+        )),
+        (Some(_), Some(path)) => {
+            let base = Bundle::open(path).map_err(bad_input)?;
+            Ok(bundle.with_base(base).map_err(bad_input)?)
+        }
+        (Some(wanted), None) if needs_base => Err(bad_input(format!(
+            "this is a delta bundle: it holds only what the bundle of {} (index {}) lacks; pass --base OLD.run",
+            wanted.image, wanted.index_digest
+        ))),
+        (Some(_), None) => Ok(bundle),
+    }
 }
 
 fn run_bundle(
@@ -270,11 +298,12 @@ fn run_bundle(
 /// Verify every byte, then the signer: against `--trust`, or (signed, on a terminal,
 /// without `--yes`) by asking the user to confirm the fingerprint.
 fn verify(bundle: &Bundle, trust: &TrustArgs, yes: bool, printer: Printer) -> anyhow::Result<()> {
-    let progress = progress_reporter(printer, "verifying");
-    bundle
-        .verify(&|d, t| progress(d, t))
-        .map_err(bad_input)
-        .context("verification failed: nothing was installed or changed")?;
+    for part in std::iter::once(bundle).chain(bundle.base()) {
+        let progress = progress_reporter(printer, "verifying");
+        part.verify(&|d, t| progress(d, t))
+            .map_err(bad_input)
+            .context("verification failed: nothing was installed or changed")?;
+    }
     let signer = bundle
         .index()
         .signer

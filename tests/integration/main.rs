@@ -9,3 +9,5 @@ fn binary_prints_its_version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("airlock "));
 }
+
+mod bundle;
