@@ -33,6 +33,10 @@ pub const ALIGNMENT: u64 = 4096;
 pub const FLAG_SIGNED: u32 = 1;
 /// Trailer flag: the payload holds only the blobs a base bundle lacks.
 pub const FLAG_DELTA: u32 = 2;
+/// Media type of the SBOM blob.
+pub const MEDIA_TYPE_SBOM: &str = "application/vnd.cyclonedx+json";
+/// Media type of the Clusterfile template blob.
+pub const MEDIA_TYPE_CLUSTERFILE: &str = "application/vnd.airlock.clusterfile.v1+yaml";
 /// Every flag this version knows.
 pub const KNOWN_FLAGS: u32 = FLAG_SIGNED | FLAG_DELTA;
 
@@ -177,6 +181,9 @@ pub struct Index {
     /// The SBOM blob (CycloneDX JSON), when the bundle has one; it is one of `blobs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbom: Option<Digest>,
+    /// A Clusterfile template for this image (`bundle --clusterfile`); one of `blobs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusterfile: Option<Digest>,
     /// Who signed the bundle, when it is signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<Signer>,

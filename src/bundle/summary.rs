@@ -49,6 +49,9 @@ pub struct Summary {
     /// The SBOM blob.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sbom: Option<Digest>,
+    /// The Clusterfile template blob, when the bundle carries one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clusterfile: Option<Digest>,
     /// The base bundle's image, for a delta.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta_of: Option<String>,
@@ -92,6 +95,7 @@ pub fn summarise(bundle: &Bundle) -> Summary {
         images,
         signer: index.signer.as_ref().map(|s| s.fingerprint.clone()),
         sbom: index.sbom.clone(),
+        clusterfile: index.clusterfile.clone(),
         delta_of: index.base.as_ref().map(|b| b.image.clone()),
     }
 }

@@ -19,8 +19,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::elf::Elf;
 use super::format::{
-    ALIGNMENT, Base, BlobEntry, FLAG_DELTA, FLAG_SIGNED, FORMAT_VERSION, Index, IndexImage, Runner,
-    Trailer, align_up,
+    ALIGNMENT, Base, BlobEntry, FLAG_DELTA, FLAG_SIGNED, FORMAT_VERSION, Index, IndexImage,
+    MEDIA_TYPE_CLUSTERFILE, MEDIA_TYPE_SBOM, Runner, Trailer, align_up,
 };
 use super::reader::Bundle;
 use super::{sbom, signing};
@@ -80,6 +80,8 @@ pub struct PackOptions<'a> {
     pub created_by: String,
     /// Sign with this key.
     pub signing_key: Option<&'a SigningKey>,
+    /// A Clusterfile template to carry (shown to users, written on the ISO).
+    pub clusterfile: Option<Vec<u8>>,
     /// Leave out the blobs this complete bundle already holds.
     pub base: Option<&'a Bundle>,
 }
@@ -168,18 +170,11 @@ pub fn pack(
     let top_bytes = store.read_blob(&top.digest)?;
     let images = sbom::contents(name, &top, &top_bytes);
     let sbom_bytes = sbom::cyclonedx(name, &top.digest, &images, &runner, &options.created_by);
-    let sbom_digest = Digest::of(&sbom_bytes);
-    if !blobs.iter().any(|(b, _)| b.digest == sbom_digest) {
-        blobs.push((
-            BlobEntry {
-                digest: sbom_digest.clone(),
-                offset: None,
-                size: sbom_bytes.len() as u64,
-                media_type: Some("application/vnd.cyclonedx+json".to_string()),
-            },
-            Content::Bytes(sbom_bytes),
-        ));
-    }
+    let sbom_digest = add_bytes(&mut blobs, sbom_bytes, MEDIA_TYPE_SBOM);
+    let clusterfile_digest = options
+        .clusterfile
+        .clone()
+        .map(|bytes| add_bytes(&mut blobs, bytes, MEDIA_TYPE_CLUSTERFILE));
     blobs.sort_by(|a, b| a.0.digest.cmp(&b.0.digest));
 
     // Lay out: every blob not in the base gets the next aligned offset.
@@ -246,6 +241,7 @@ pub fn pack(
         runner,
         blobs: blobs.into_iter().map(|(entry, _)| entry).collect(),
         sbom: Some(sbom_digest),
+        clusterfile: clusterfile_digest,
         signer: options
             .signing_key
             .map(|k| signing::signer_entry(&k.verifying_key())),
@@ -293,6 +289,23 @@ pub fn pack(
     })
 }
 
+/// Add `bytes` to the payload (once), returning their digest.
+fn add_bytes(blobs: &mut Vec<(BlobEntry, Content)>, bytes: Vec<u8>, media_type: &str) -> Digest {
+    let digest = Digest::of(&bytes);
+    if !blobs.iter().any(|(b, _)| b.digest == digest) {
+        blobs.push((
+            BlobEntry {
+                digest: digest.clone(),
+                offset: None,
+                size: bytes.len() as u64,
+                media_type: Some(media_type.to_string()),
+            },
+            Content::Bytes(bytes),
+        ));
+    }
+    digest
+}
+
 /// Write zeros from `position` up to `target`.
 fn pad_to(file: &mut File, position: &mut u64, target: u64) -> io::Result<()> {
     debug_assert!(target >= *position && target - *position < ALIGNMENT);
@@ -314,7 +327,10 @@ pub fn extract(
     let total: u64 = bundle.index().blobs.iter().map(|b| b.size).sum();
     let mut done = 0;
     for entry in &bundle.index().blobs {
-        if Some(&entry.digest) == bundle.index().sbom.as_ref() || store.has_blob(&entry.digest) {
+        let index = bundle.index();
+        let is_extra = Some(&entry.digest) == index.sbom.as_ref()
+            || Some(&entry.digest) == index.clusterfile.as_ref();
+        if is_extra || store.has_blob(&entry.digest) {
             done += entry.size;
             continue;
         }

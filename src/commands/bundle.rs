@@ -46,6 +46,9 @@ pub struct BundleArgs {
     /// Sign the bundle with this secret key (see `airlock key generate`).
     #[arg(long, value_name = "KEY")]
     pub sign: Option<PathBuf>,
+    /// Carry this Clusterfile template (shown by `info`, written on the ISO).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub clusterfile: Option<PathBuf>,
     /// Write a delta: leave out the blobs this older bundle already holds.
     #[arg(long, value_name = "OLD.run")]
     pub base: Option<PathBuf>,
@@ -70,12 +73,17 @@ pub async fn run(args: BundleArgs, settings: &Settings, printer: Printer) -> any
         Some(path) => Some(Bundle::open(path).map_err(bad_input)?),
         None => None,
     };
+    let clusterfile = match &args.clusterfile {
+        Some(path) => Some(fs::read(path).map_err(bad_input)?),
+        None => None,
+    };
     let store = Store::open(&settings.root)?;
     let progress = progress_reporter(printer, "writing");
     let options = bundle::PackOptions {
         runner: &runner,
         created_by: created_by(),
         signing_key: signing_key.as_ref(),
+        clusterfile,
         base: base.as_ref(),
     };
     let name = args.name.clone();
@@ -384,6 +392,11 @@ fn info(bundle: &Bundle, settings: &Settings, printer: Printer) {
     ));
     if let Some(sbom) = &s.sbom {
         printer.result(format!("sbom:      {sbom} (CycloneDX JSON)"));
+    }
+    if let Some(clusterfile) = &s.clusterfile {
+        printer.result(format!(
+            "clusterfile: {clusterfile} (a template for this image)"
+        ));
     }
     if let Some(base) = &s.delta_of {
         printer.result(format!(

@@ -189,7 +189,13 @@ fn verify_with_flip(file: &Path, offset: u64, args: &[&str]) -> Output {
 #[test]
 fn bundle_runs_info_and_verify_from_itself() {
     let fx = Fixture::new();
-    let file = fx.bundle(NAME, "cluster.run", &[]);
+    let template = fx.path("Clusterfile.tmpl");
+    fs::write(&template, "apiVersion: sealer.io/v2\nkind: Cluster\n").unwrap();
+    let file = fx.bundle(
+        NAME,
+        "cluster.run",
+        &["--clusterfile", template.to_str().unwrap()],
+    );
     let mode = fs::metadata(&file).unwrap().permissions();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
@@ -219,14 +225,19 @@ fn bundle_runs_info_and_verify_from_itself() {
     assert_eq!(json["image"], NAME);
     assert_eq!(json["runtime"], "kubernetes");
     assert_eq!(json["images"].as_array().unwrap().len(), 2);
-    // index + 2 manifests + 2 configs + 3 layers + the SBOM
-    assert_eq!(json["blobs"], 9);
+    // index + 2 manifests + 2 configs + 3 layers + the SBOM + the Clusterfile
+    assert_eq!(json["blobs"], 10);
+    let clusterfile: Digest = json["clusterfile"].as_str().unwrap().parse().unwrap();
     let sbom: Digest = json["sbom"].as_str().unwrap().parse().unwrap();
     let bundle = Bundle::open(&file).unwrap();
     let sbom = bundle.read_blob(&sbom).unwrap().unwrap();
     let sbom: serde_json::Value = serde_json::from_slice(&sbom).unwrap();
     assert_eq!(sbom["bomFormat"], "CycloneDX");
     assert_eq!(sbom["components"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        bundle.read_blob(&clusterfile).unwrap().unwrap(),
+        fs::read(&template).unwrap()
+    );
 
     // Without a subcommand and without a terminal: help.
     let output = run(&file, &[]);
