@@ -42,6 +42,8 @@ pub enum Command {
     Inspect(commands::images::InspectArgs),
     /// Write a self-extracting installer for an image.
     Bundle(commands::bundle::BundleArgs),
+    /// Write an ISO image holding a bundle, its checksum, a README and a Clusterfile template.
+    Iso(commands::iso::IsoArgs),
     /// Signing keys for bundles.
     #[command(subcommand)]
     Key(commands::key::KeyCommand),

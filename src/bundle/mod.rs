@@ -12,6 +12,7 @@
 
 pub mod elf;
 pub mod format;
+pub mod iso;
 pub mod reader;
 pub mod sbom;
 pub mod signing;

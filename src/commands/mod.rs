@@ -4,6 +4,7 @@ pub mod agent;
 pub mod build;
 pub mod bundle;
 pub mod images;
+pub mod iso;
 pub mod key;
 pub mod registry;
 pub mod run;
@@ -36,6 +37,7 @@ pub async fn dispatch(
         Command::Images(args) => images::images(args, &settings, printer).await,
         Command::Inspect(args) => images::inspect(args, &settings, printer).await,
         Command::Bundle(args) => bundle::run(args, &settings, printer).await,
+        Command::Iso(args) => iso::run(args, &settings, printer).await,
         Command::Key(cmd) => key::run(cmd, &settings, printer).await,
         Command::Run(args) => run::run(args, &settings, printer).await,
         Command::Registry(cmd) => registry::run(cmd, &settings, printer).await,

@@ -2,7 +2,11 @@
 //! executed (`info`, `verify`, `extract`, `install`), damaged in every region, signed,
 //! and cut into a delta. The runner is the airlock binary under test.
 
-#![expect(clippy::unwrap_used, reason = "test setup panics on failure")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "test helpers panic on setup failure and say why a check is skipped"
+)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -505,4 +509,191 @@ fn a_delta_holds_only_new_blobs_and_needs_its_base() {
     for (digest, size) in digests {
         assert_eq!(extracted.blob_size(&digest).unwrap(), size);
     }
+}
+
+fn xorriso(args: &[&str]) -> Option<Output> {
+    match Command::new("xorriso").args(args).output() {
+        Ok(output) => Some(output),
+        Err(e) => {
+            eprintln!("skipped: xorriso cannot run ({e}); apt-get install xorriso");
+            None
+        }
+    }
+}
+
+/// `xorriso -osirrox on -indev ISO -extract / OUT`.
+fn xorriso_extract(iso: &Path, out: &Path) -> Option<Output> {
+    xorriso(&[
+        "-osirrox",
+        "on",
+        "-indev",
+        iso.to_str().unwrap(),
+        "-extract",
+        "/",
+        out.to_str().unwrap(),
+    ])
+}
+
+fn sha256_file(path: &Path) -> Digest {
+    airlock::digest::digest_reader(fs::File::open(path).unwrap())
+        .unwrap()
+        .0
+}
+
+#[test]
+fn the_iso_is_read_back_by_xorriso_with_names_modes_and_content() {
+    let fx = Fixture::new();
+    let file = fx.bundle(NAME, "cluster-v1.run", &[]);
+    let iso = fx.path("cluster.iso");
+    assert_success(
+        &airlock(&fx.root)
+            .arg("iso")
+            .arg(&file)
+            .arg("-o")
+            .arg(&iso)
+            .output()
+            .unwrap(),
+    );
+    let again = fx.path("again.iso");
+    assert_success(
+        &airlock(&fx.root)
+            .arg("iso")
+            .arg(&file)
+            .arg("-o")
+            .arg(&again)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        fs::read(&iso).unwrap() == fs::read(&again).unwrap(),
+        "ISOs differ"
+    );
+
+    let Some(list) = xorriso(&[
+        "-indev",
+        iso.to_str().unwrap(),
+        "-find",
+        "/",
+        "-exec",
+        "lsdl",
+    ]) else {
+        return;
+    };
+    assert_success(&list);
+    let listing = String::from_utf8_lossy(&list.stdout);
+    for name in ["cluster-v1.run", "SHA256SUMS", "README.txt", "Clusterfile"] {
+        assert!(listing.contains(name), "{name} missing:\n{listing}");
+    }
+    let run_line = listing
+        .lines()
+        .find(|l| l.contains("cluster-v1.run"))
+        .unwrap();
+    // Rock Ridge carries the real name and mode (plain ISO 9660 would show neither).
+    assert!(run_line.starts_with("-rwxr-xr-x"), "{run_line}");
+    let info = String::from_utf8_lossy(&list.stderr);
+    assert!(info.contains("CLUSTER_V1"), "volume label: {info}");
+    for complaint in ["WARNING", "SORRY", "FAILURE", "MISHAP"] {
+        assert!(!info.contains(complaint), "{info}");
+    }
+
+    let out = fx.path("from-iso");
+    assert_success(&xorriso_extract(&iso, &out).unwrap());
+    let copied = out.join("cluster-v1.run");
+    assert_eq!(sha256_file(&copied), sha256_file(&file));
+    let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert_eq!(
+        sums,
+        format!("{}  cluster-v1.run\n", sha256_file(&file).hex())
+    );
+    assert!(
+        fs::read_to_string(out.join("Clusterfile"))
+            .unwrap()
+            .contains(NAME)
+    );
+    // The exec bit survived: the copy runs as a bundle.
+    assert_success(&run(&copied, &["verify"]));
+
+    // The Joliet tree has the same names; the plain ISO 9660 tree upper-case ones.
+    for (tree, name) in [("norock", "cluster-v1.run"), ("ecma119", "CLUSTER_V1.RUN")] {
+        let listing = xorriso(&[
+            "-read_fs",
+            tree,
+            "-indev",
+            iso.to_str().unwrap(),
+            "-find",
+            "/",
+        ])
+        .unwrap();
+        assert_success(&listing);
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        assert!(listing.contains(name), "{tree}: {listing}");
+    }
+    loop_mount(&iso, &file);
+}
+
+/// Mount the ISO read-only through a loop device when this machine allows it.
+fn loop_mount(iso: &Path, bundle: &Path) {
+    let mountpoint = iso.with_extension("mnt");
+    fs::create_dir_all(&mountpoint).unwrap();
+    let mount = Command::new("mount")
+        .args(["-o", "loop,ro", "-t", "iso9660"])
+        .arg(iso)
+        .arg(&mountpoint)
+        .output();
+    match mount {
+        Ok(output) if output.status.success() => {
+            let mounted = mountpoint.join(bundle.file_name().unwrap());
+            let same = sha256_file(&mounted) == sha256_file(bundle);
+            let executable = fs::metadata(&mounted).unwrap().permissions();
+            let _ = Command::new("umount").arg(&mountpoint).status();
+            assert!(same, "the mounted bundle differs");
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&executable) & 0o777,
+                0o755
+            );
+        }
+        Ok(output) => eprintln!(
+            "skipped loop mount: this machine does not allow it ({})",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(e) => eprintln!("skipped loop mount: cannot run mount ({e})"),
+    }
+}
+
+#[test]
+fn files_larger_than_one_extent_are_split_and_read_back_whole() {
+    use airlock::bundle::iso::{IsoFile, IsoOptions, IsoSource, write_iso};
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    fs::write(&big, layer_bytes(3, 300_000)).unwrap();
+    let files = vec![
+        IsoFile {
+            name: "big.bin".into(),
+            source: IsoSource::File(big.clone()),
+            size: 300_000,
+            mode: 0o644,
+        },
+        IsoFile {
+            name: "empty".into(),
+            source: IsoSource::Bytes(Vec::new()),
+            size: 0,
+            mode: 0o644,
+        },
+    ];
+    let iso = dir.path().join("multi.iso");
+    let mut out = fs::File::create(&iso).unwrap();
+    // 64 KiB extents stand in for the 4 GiB limit: the same records, smaller numbers.
+    let options = IsoOptions {
+        label: "multi".into(),
+        max_extent: 64 << 10,
+    };
+    write_iso(&files, &options, &mut out).unwrap();
+    drop(out);
+    let out = dir.path().join("out");
+    let Some(extract) = xorriso_extract(&iso, &out) else {
+        return;
+    };
+    assert_success(&extract);
+    assert_eq!(sha256_file(&out.join("big.bin")), sha256_file(&big));
+    assert_eq!(fs::metadata(out.join("empty")).unwrap().len(), 0);
 }
