@@ -16,13 +16,10 @@ pub struct Cli {
     /// Local image store (default: ~/.local/share/airlock; env AIRLOCK_ROOT).
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Output format of read commands: text or json.
-    ///
-    /// A string, not an [`OutputFormat`]: `airlock bundle` reuses `-o/--output` for its
-    /// output file (CLI.md), and clap hands a subcommand's value of a global id to the
-    /// parent, so both must be stored as the same type. Read with [`Cli::output_format`].
-    #[arg(short, long, global = true, default_value = "text", value_parser = ["text", "json"])]
-    pub output: String,
+    /// Output format of read commands: text or json (`save` and `bundle` take a
+    /// file here instead, so the value is checked in [`output_format`]).
+    #[arg(short, long, global = true, value_name = "FORMAT")]
+    pub output: Option<String>,
     /// More log detail (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -40,6 +37,16 @@ pub enum Command {
     Images(commands::images::ImagesArgs),
     /// Show an image's metadata and contents.
     Inspect(commands::images::InspectArgs),
+    /// Give an image another name.
+    Tag(commands::images::TagArgs),
+    /// Remove images from the local store.
+    Rmi(commands::images::RmiArgs),
+    /// Delete blobs that no image in the store uses.
+    Prune(commands::images::PruneArgs),
+    /// Write images to an OCI archive.
+    Save(commands::images::SaveArgs),
+    /// Read images from an OCI archive.
+    Load(commands::images::LoadArgs),
     /// Write a self-extracting installer for an image.
     Bundle(commands::bundle::BundleArgs),
     /// Write an ISO image holding a bundle, its checksum, a README and a Clusterfile template.
@@ -49,22 +56,20 @@ pub enum Command {
     Key(commands::key::KeyCommand),
     /// Install a cluster image onto the hosts of a Clusterfile.
     Run(commands::run::RunArgs),
+    /// Push a cluster image to a registry (blobs it has are skipped).
+    Push(commands::registry::PushArgs),
+    /// Pull a cluster image from a registry into the local store.
+    Pull(commands::registry::PullArgs),
+    /// Save credentials for a registry (shared with ~/.docker/config.json).
+    Login(commands::registry::LoginArgs),
+    /// Remove the saved credentials of a registry.
+    Logout(commands::registry::LogoutArgs),
     /// The embedded OCI registry.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
     /// Node-side helpers that airlock runs on hosts (not for direct use).
     #[command(subcommand, hide = true)]
     Agent(commands::agent::AgentCommand),
-}
-
-impl Cli {
-    /// The output format; `text` when `-o` was the output file of `airlock bundle`.
-    pub fn output_format(&self) -> OutputFormat {
-        match self.output.as_str() {
-            "json" => OutputFormat::Json,
-            _ => OutputFormat::Text,
-        }
-    }
 }
 
 /// Parse, resolve settings, run, and map the outcome to an exit code.
@@ -74,7 +79,18 @@ pub fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    let settings = Settings::resolve(cli.root.clone(), cli.output_format(), cli.verbose, &env);
+    let output = match output_format(&cli) {
+        Ok(o) => o,
+        Err(message) => {
+            Printer {
+                output: OutputFormat::Text,
+                quiet: false,
+            }
+            .error(&commands::bad_input(message));
+            return ExitCode::from(2);
+        }
+    };
+    let settings = Settings::resolve(cli.root.clone(), output, cli.verbose, &env);
     init_tracing(&env, cli.verbose);
     let printer = Printer {
         output: settings.output,
@@ -92,6 +108,20 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(commands::dispatch(cli.command, settings, printer));
     commands::exit_code(result, printer)
+}
+
+/// The output format `-o` asks for; commands whose `-o` names a file get text.
+pub fn output_format(cli: &Cli) -> Result<OutputFormat, String> {
+    let takes_file = matches!(
+        cli.command,
+        Command::Save(_) | Command::Bundle(_) | Command::Iso(_) | Command::Key(_)
+    );
+    match cli.output.as_deref() {
+        None | Some("text") => Ok(OutputFormat::Text),
+        Some("json") => Ok(OutputFormat::Json),
+        Some(_) if takes_file => Ok(OutputFormat::Text),
+        Some(other) => Err(format!("-o {other}: the output format is text or json")),
+    }
 }
 
 /// Logs go to stderr, filtered by `AIRLOCK_LOG` or `-v`.

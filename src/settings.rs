@@ -38,6 +38,8 @@ pub struct Settings {
     pub verbosity: u8,
     /// Whether colour is allowed.
     pub color: bool,
+    /// The environment, as read at start-up (Clusterfiles may name variables).
+    pub env: Env,
 }
 
 /// The environment as read once at start-up.
@@ -98,6 +100,7 @@ impl Settings {
             output,
             verbosity,
             color: env.get(env_vars::NO_COLOR).is_none(),
+            env: env.clone(),
         }
     }
 }

@@ -27,7 +27,10 @@ use crate::commands::{bad_input, exit_code};
 use crate::image::BlobSource;
 use crate::image::store::Store;
 use crate::printer::Printer;
+use crate::registry::server::{RegistryServer, ServerConfig};
+use crate::remote::UploadSource;
 use crate::settings::{Env, OutputFormat, Settings};
+use crate::spec::reference::Reference;
 
 /// Flags of `airlock bundle`.
 #[derive(Debug, clap::Args)]
@@ -279,27 +282,88 @@ fn run_bundle(
             Ok(())
         }
         Some(BundleCommand::Serve { addr }) => {
-            anyhow::bail!(
-                "`serve` is not in this build yet: the embedded registry is not merged (wanted to listen on {addr}); use `extract DIR` and `airlock registry serve --root DIR`"
-            )
+            let runtime = async_runtime()?;
+            runtime.block_on(serve(bundle, &addr, printer))
         }
         Some(BundleCommand::Install(args)) => {
             verify(&bundle, &args.trust, args.yes, printer)?;
             let image = bundle.image_name().to_string();
+            let runner = &bundle.index().runner;
+            let agent = UploadSource {
+                path: bundle.path().to_path_buf(),
+                offset: 0,
+                len: runner.size,
+                sha256: Some(runner.digest.hex().to_string()),
+            };
             let run_args = crate::commands::run::RunArgs {
                 image: Some(image.clone()),
                 file: Some(args.file),
                 yes: args.yes,
             };
             let source: Arc<dyn BlobSource> = Arc::new(bundle);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(crate::commands::run::run_from(
-                run_args, source, image, settings, printer,
+            async_runtime()?.block_on(crate::commands::run::run_from(
+                run_args, source, image, agent, settings, printer,
             ))
         }
+    }
+}
+
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Serve the bundle's image read-only, reading blobs at their offsets in the file,
+/// until Ctrl-C or SIGTERM. Only the trailer and index are checked first (so it is
+/// ready at once); clients check every blob's digest as they pull.
+async fn serve(bundle: Bundle, addr: &str, printer: Printer) -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| {
+        bad_input(format!(
+            "--addr {addr:?}: {e} (expected IP:PORT, e.g. 0.0.0.0:5000)"
+        ))
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr()?;
+    printer.result(format!(
+        "serving {} on {bound} (e.g. skopeo inspect --tls-verify=false docker://{bound}/{})",
+        bundle.image_name(),
+        image_path(bundle.image_name())
+    ));
+    let source: Arc<dyn BlobSource> = Arc::new(bundle);
+    RegistryServer::new(source, ServerConfig::read_only())
+        .serve(listener, stop_signal())
+        .await
+        .context("serving the registry")?;
+    printer.status("registry stopped");
+    Ok(())
+}
+
+/// `registry.local/team/app:v1` -> `team/app:v1`: the name as a client of this
+/// registry asks for it.
+fn image_path(name: &str) -> String {
+    name.parse::<Reference>().map_or_else(
+        |_| name.to_string(),
+        |r| format!("{}:{}", r.repository, r.tag.as_deref().unwrap_or("latest")),
+    )
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(s) => drop(s.recv().await),
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated => {}
     }
 }
 

@@ -1,11 +1,30 @@
-//! `airlock run`.
+//! `airlock run` (and `FILE.run install`): install a cluster image onto hosts.
+//!
+//! 1. Read and resolve the Clusterfile (errors name the field: exit 2).
+//! 2. Read the image's plan from the source (the store, or the bundle itself).
+//! 3. Connect to every host and run read-only checks; any failure stops here,
+//!    before a single host is changed.
+//! 4. Ask for confirmation (or `--yes`), then run the install engine, printing its
+//!    events as lines and keeping them in a log file whose path is printed at the end.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write as _};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
+
+use super::bad_input;
 use crate::image::BlobSource;
+use crate::image::store::Store;
+use crate::install::{Event, ImagePlan, Install, Reporter, StepState, connect};
 use crate::printer::Printer;
+use crate::remote::known_hosts::KnownHosts;
+use crate::remote::{Remote, RemoteCommand, UploadSource};
 use crate::settings::Settings;
+use crate::spec::clusterfile::{ClusterSpec, Clusterfile};
+use crate::spec::reference::Reference;
 
 /// Flags of `airlock run` (and of `FILE.run install`).
 #[derive(Debug, clap::Args)]
@@ -21,17 +40,257 @@ pub struct RunArgs {
 }
 
 /// Install a cluster from the local store.
-pub async fn run(_args: RunArgs, _settings: &Settings, _printer: Printer) -> anyhow::Result<()> {
-    anyhow::bail!("run is not wired yet")
+pub async fn run(args: RunArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
+    let store = Store::open(&settings.root)
+        .with_context(|| format!("opening the store {}", settings.root.display()))?;
+    let (cf, spec) = read_clusterfile(&args, settings)?;
+    let wanted = args.image.clone().unwrap_or_else(|| spec.image.clone());
+    if wanted.is_empty() {
+        return Err(bad_input(
+            "no image: give IMAGE or spec.image in the Clusterfile",
+        ));
+    }
+    let name = wanted
+        .parse::<Reference>()
+        .map_err(|e| bad_input(format!("image {wanted:?}: {e}")))?
+        .to_string();
+    let exe = std::env::current_exe().context("locating the airlock binary to put on hosts")?;
+    let len = fs_err::metadata(&exe)?.len();
+    let agent = UploadSource {
+        sha256: Some(sha256_region(&exe, 0, len)?),
+        path: exe,
+        offset: 0,
+        len,
+    };
+    install(
+        cf,
+        spec,
+        Arc::new(store),
+        name,
+        agent,
+        args.yes,
+        settings,
+        printer,
+    )
+    .await
 }
 
-/// Install a cluster whose image is `image` in `source` (the local store, or a bundle).
+/// Install a cluster whose image is `image` in `source` (a bundle), putting `agent`
+/// (the bundle's own airlock binary) on the hosts.
 pub async fn run_from(
-    _args: RunArgs,
-    _source: Arc<dyn BlobSource>,
-    _image: String,
-    _settings: &Settings,
-    _printer: Printer,
+    args: RunArgs,
+    source: Arc<dyn BlobSource>,
+    image: String,
+    agent: UploadSource,
+    settings: &Settings,
+    printer: Printer,
 ) -> anyhow::Result<()> {
-    anyhow::bail!("run is not wired yet")
+    let (cf, spec) = read_clusterfile(&args, settings)?;
+    install(cf, spec, source, image, agent, args.yes, settings, printer).await
+}
+
+fn read_clusterfile(
+    args: &RunArgs,
+    settings: &Settings,
+) -> anyhow::Result<(Clusterfile, ClusterSpec)> {
+    let path = args.file.clone().ok_or_else(|| {
+        bad_input("no Clusterfile: pass -f Clusterfile (see docs/clusterfile.md)")
+    })?;
+    let cf = Clusterfile::read(&path).map_err(bad_input)?;
+    let spec = cf
+        .resolve(&|name| settings.env.get(name).map(str::to_string))
+        .map_err(bad_input)?;
+    Ok((cf, spec))
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per entry point; a struct would only rename them"
+)]
+async fn install(
+    _cf: Clusterfile,
+    spec: ClusterSpec,
+    source: Arc<dyn BlobSource>,
+    image: String,
+    agent: UploadSource,
+    yes: bool,
+    settings: &Settings,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    let plan = ImagePlan::read(source.as_ref(), &image).map_err(bad_input)?;
+    let log_path = log_file(settings, &spec.name)?;
+    let reporter = Arc::new(LineReporter::new(printer, &log_path)?);
+    printer.status(format!(
+        "image {} ({} container images) onto {} hosts; checking hosts first",
+        Reference::familiar(&image.parse()?),
+        plan.images.len(),
+        spec.hosts.len()
+    ));
+    let remotes = connect_all(&spec, settings, printer).await?;
+    preflight(&spec, &remotes).await?;
+    confirm(
+        yes,
+        &format!("install {image} onto {} hosts", spec.hosts.len()),
+    )?;
+    let install = Install {
+        spec,
+        plan,
+        source,
+        agent,
+        remotes,
+        reporter: reporter.clone(),
+    };
+    let result = install.run().await;
+    printer.status(format!("log: {}", log_path.display()));
+    result?;
+    printer.result(format!(
+        "installed {} on {} hosts; registry at {}:{}",
+        install.plan.name,
+        install.spec.hosts.len(),
+        install.spec.registry.domain,
+        install.spec.registry.port
+    ));
+    Ok(())
+}
+
+/// Connect to every host; every failure names its host and stops everything.
+async fn connect_all(
+    spec: &ClusterSpec,
+    settings: &Settings,
+    printer: Printer,
+) -> anyhow::Result<BTreeMap<IpAddr, Arc<dyn Remote>>> {
+    let known_hosts = KnownHosts::new(settings.root.join("known_hosts"));
+    match connect::connect_all(spec, &known_hosts).await {
+        Ok(connected) => {
+            for key in &connected.new_keys {
+                printer.status(format!(
+                    "trusted the host key of {} on first use: {} {}",
+                    key.host, key.algorithm, key.fingerprint
+                ));
+            }
+            Ok(connected.remotes)
+        }
+        Err(errors) => {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::bail!(
+                "cannot reach every host, nothing was changed:\n  {}",
+                lines.join("\n  ")
+            )
+        }
+    }
+}
+
+/// Read-only checks on every host before anything changes.
+async fn preflight(
+    spec: &ClusterSpec,
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+) -> anyhow::Result<()> {
+    let arch = std::env::consts::ARCH;
+    let checks = spec.hosts.iter().map(|host| async move {
+        let remote = &remotes[&host.ip];
+        let out = remote
+            .check(&RemoteCommand::new("uname").arg("-m").sudo())
+            .await
+            .map_err(|e| format!("{}: cannot run commands as root: {e}", host.ip))?;
+        let got = out.stdout_text().trim().to_string();
+        if got != arch {
+            return Err(format!(
+                "{}: architecture is {got}, this airlock is for {arch}; use a bundle built for {got}",
+                host.ip
+            ));
+        }
+        Ok(())
+    });
+    let errors: Vec<String> = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "host checks failed, nothing was changed:\n  {}",
+            errors.join("\n  ")
+        )
+    }
+}
+
+fn confirm(yes: bool, what: &str) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(bad_input(format!(
+            "about to {what}, but there is no terminal to confirm on: pass --yes"
+        )));
+    }
+    let mut err = std::io::stderr();
+    write!(err, "About to {what}. Continue? [y/N] ")?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(bad_input("cancelled; nothing was changed"))
+    }
+}
+
+fn log_file(settings: &Settings, cluster: &str) -> anyhow::Result<PathBuf> {
+    let dir = settings.root.join("clusters").join(cluster).join("logs");
+    fs_err::create_dir_all(&dir)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    Ok(dir.join(format!("install-{stamp}.log")))
+}
+
+fn sha256_region(path: &Path, offset: u64, len: u64) -> anyhow::Result<String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut f = fs_err::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let (digest, _) = crate::digest::digest_reader(f.take(len))?;
+    Ok(digest.hex().to_string())
+}
+
+/// Renders events as plain lines on stderr and appends them to the log file.
+struct LineReporter {
+    printer: Printer,
+    log: Mutex<fs_err::File>,
+}
+
+impl LineReporter {
+    fn new(printer: Printer, path: &Path) -> anyhow::Result<Self> {
+        let log = fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            printer,
+            log: Mutex::new(log),
+        })
+    }
+}
+
+impl Reporter for LineReporter {
+    fn event(&self, event: Event) {
+        if let Ok(mut log) = self.log.lock() {
+            let _ = serde_json::to_writer(&mut *log, &event);
+            let _ = log.write_all(b"\n");
+        }
+        match event {
+            Event::Step { host, step, state } => match state {
+                StepState::Started => self.printer.status(format!("{host}: {step} ...")),
+                StepState::Done => self.printer.status(format!("{host}: {step} done")),
+                StepState::Skipped => self.printer.status(format!("{host}: {step} already done")),
+                StepState::Failed(why) => {
+                    self.printer.status(format!("{host}: {step} FAILED: {why}"))
+                }
+            },
+            Event::Transfer { .. } => {}
+            Event::Log { host, line } => self.printer.status(format!("{host}| {line}")),
+        }
+    }
 }

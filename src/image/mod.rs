@@ -7,8 +7,15 @@
 //! 2. every other entry is a **container image** the cluster needs, stored byte for
 //!    byte as its registry served it, annotated with its original reference.
 
+pub mod build;
+pub mod cluster;
+pub mod discover;
+pub mod gc;
+pub mod layer;
+pub mod layout;
 pub mod oci;
 pub mod store;
+pub mod tree;
 
 use std::io;
 use std::path::PathBuf;
@@ -71,4 +78,35 @@ pub trait ImageFetcher: Send + Sync {
         reference: &Reference,
         platforms: &[Platform],
     ) -> anyhow::Result<Descriptor>;
+}
+
+/// The largest manifest or config [`read_blob`] reads into memory.
+pub const MAX_METADATA_BLOB: u64 = 16 << 20;
+
+/// Read a small blob (manifest, index, config) from any source, verifying its digest.
+pub fn read_blob(source: &dyn BlobSource, digest: &Digest) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let loc = source.locate(digest)?.ok_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("blob {digest} is missing"))
+    })?;
+    if loc.size > MAX_METADATA_BLOB {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "blob {digest} is {} bytes, too large for a manifest or config",
+                loc.size
+            ),
+        ));
+    }
+    let mut f = std::fs::File::open(&loc.path)?;
+    f.seek(SeekFrom::Start(loc.offset))?;
+    let mut buf = Vec::with_capacity(usize::try_from(loc.size).unwrap_or(0));
+    f.take(loc.size).read_to_end(&mut buf)?;
+    if Digest::of(&buf) != *digest {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("blob {digest} does not match its digest"),
+        ));
+    }
+    Ok(buf)
 }

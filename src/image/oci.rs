@@ -234,6 +234,52 @@ pub struct ClusterConfig {
     /// Platforms the image supports.
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// Applications (`APP`, `CNI`, `CSI`), parent's first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppConfig>,
+    /// Kubernetes versions the image works with (`KUBEVERSION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_version: Option<String>,
+    /// `MAINTAINER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintainer: Option<String>,
+    /// Minimum resources per node, if the image declares them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_resources: Option<MinResources>,
+}
+
+/// An application of the cluster image, from `APP`/`CNI`/`CSI` and its `APPCMDS`/`APPENV`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppConfig {
+    /// Its name.
+    pub name: String,
+    /// `app`, `cni` or `csi`.
+    pub role: String,
+    /// `helm`, `kube` (YAML manifests), `shell` or `untyped`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its files in the rootfs (`application/apps/<name>/...`).
+    pub files: Vec<String>,
+    /// Commands that launch it (`APPCMDS`); empty means the default for its type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmds: Vec<String>,
+    /// Its variables (`APPENV`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Minimum resources of each node, declared with labels `io.airlock.min-cpus` and
+/// `io.airlock.min-memory-mib`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MinResources {
+    /// CPU cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// Memory in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
 }
 
 /// The rootfs image config: a standard OCI config plus [`ClusterConfig`].

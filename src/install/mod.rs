@@ -1,1 +1,26 @@
-//! The install engine: a plan of steps per host, run over [`crate::remote`].
+//! The install engine: a plan of steps per host, run over [`crate::remote::Remote`].
+//!
+//! 1. **Connect** to every host (read-only: identity, architecture, sudo, tools). Any
+//!    failure stops the install before a single host is changed.
+//! 2. **Agent**: put the airlock binary itself on each host under the data root.
+//! 3. **Blobs**: send each host the blobs it lacks (rootfs layers everywhere, container
+//!    images to registry hosts), verified by SHA-256 on arrival, resumable.
+//! 4. **Unpack** the rootfs on each host (`airlock agent unpack`).
+//! 5. **Registry**: start airlock's registry on the registry hosts over the blobs
+//!    already there (a systemd unit where systemd runs, a detached process otherwise).
+//! 6. **Mirrors**: on every host, `/etc/hosts` names the registry and containerd's
+//!    `hosts.toml` sends every registry domain of the image to it: nothing renamed.
+//! 7. **Launch**: run the image's `CMDS` on the first master, in the rootfs.
+//!
+//! Every step of every host leaves a marker on the host holding a fingerprint of its
+//! inputs; a re-run skips steps whose marker matches, so a failed install resumes at
+//! the failed step and a finished one re-run changes nothing.
+
+pub mod connect;
+mod engine;
+mod event;
+mod files;
+
+pub use engine::{ImagePlan, Install, InstallError, StepId};
+pub use event::{Event, Reporter, StepState};
+pub use files::{hosts_toml, mirror_domains};

@@ -1,5 +1,15 @@
 //! The OCI distribution protocol: the embedded registry ([`server`]) and the client
-//! that fetches images from registries into the store ([`client`]).
+//! that moves images between registries and the store ([`client`]).
+//!
+//! 1. [`server::RegistryServer`] serves any [`crate::image::BlobSource`]; names come
+//!    from [`catalog`], pushes go through `upload`, errors through [`error`].
+//! 2. [`client::RegistryClient`] pulls and pushes over HTTP(S) with the auth schemes
+//!    real registries use.
 
+pub mod auth;
+pub mod catalog;
 pub mod client;
+pub mod error;
+pub mod htpasswd;
 pub mod server;
+mod upload;

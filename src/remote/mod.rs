@@ -7,7 +7,20 @@
 //! 3. [`Remote::upload`] streams a local file (or a region of one) to a path on the
 //!    host, verified by SHA-256 there and written atomically.
 //!
-//! Secrets travel as [`Secret`], whose `Debug` and `Display` never show the value.
+//! 4. [`Remote::run_streaming`] hands each output line to a callback as it arrives,
+//!    for long commands whose logs the user watches.
+//!
+//! Secrets travel as [`Secret`], whose `Debug` and `Display` never show the value;
+//! [`redact`] scrubs them from text that came back from a host.
+//!
+//! The implementations: [`ssh::SshRemote`] (russh, with [`known_hosts::KnownHosts`]
+//! for trust on first use) and [`fake::FakeRemote`] (records calls, for tests of
+//! orchestration). [`fleet::Fleet`] bounds how many hosts are worked on at once.
+
+pub mod fake;
+pub mod fleet;
+pub mod known_hosts;
+pub mod ssh;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -223,7 +236,7 @@ pub enum RemoteError {
     },
     /// The host presented a key other than the one recorded.
     #[error(
-        "host key of {host} changed (now {fingerprint}); if the host was reinstalled on purpose, remove its line from {known_hosts}"
+        "host key of {host} changed (now {fingerprint}); if the host was reinstalled on purpose, remove line {line} of {known_hosts} and connect again"
     )]
     HostKeyChanged {
         /// The host.
@@ -232,6 +245,34 @@ pub enum RemoteError {
         fingerprint: String,
         /// airlock's known-hosts file.
         known_hosts: PathBuf,
+        /// The line (1-based) holding the recorded key.
+        line: usize,
+    },
+    /// airlock's known-hosts file could not be read, parsed or written.
+    #[error("known-hosts file {path}: {reason}")]
+    KnownHosts {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line number when it is a bad line.
+        reason: String,
+    },
+    /// A private key file could not be used.
+    #[error("private key {path}: {reason}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why (missing, unreadable, wrong passphrase...).
+        reason: String,
+    },
+    /// sudo refused to run a command as root.
+    #[error("sudo as {user} on {host} failed: {reason}")]
+    Sudo {
+        /// The host.
+        host: String,
+        /// The login user.
+        user: String,
+        /// Why, and what to do.
+        reason: String,
     },
     /// A command exited non-zero (only from helpers that require success).
     #[error("`{command}` exited with {status} on {host}: {stderr}")]
@@ -294,6 +335,43 @@ pub struct UploadSource {
     pub sha256: Option<String>,
 }
 
+/// What one upload did: where it resumed and how much it sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UploadReport {
+    /// Bytes already on the host (a partial file from an earlier attempt) that were kept.
+    pub resumed_from: u64,
+    /// Bytes sent over the wire by this upload.
+    pub bytes_sent: u64,
+    /// The destination already held exactly this content; nothing was sent.
+    pub already_present: bool,
+}
+
+/// Which output stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// The command's stdout.
+    Stdout,
+    /// The command's stderr.
+    Stderr,
+}
+
+/// Called with each complete output line (without its newline) while a command runs.
+pub type LineSink<'a> = &'a mut (dyn FnMut(Stream, &str) + Send);
+
+/// Called with the number of bytes of an upload sent so far (counting resumed bytes).
+pub type ProgressSink<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+/// Replace every secret's value in `text` with `***`.
+pub fn redact(text: &str, secrets: &[&Secret]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets {
+        if !secret.expose().is_empty() {
+            out = out.replace(secret.expose(), "***");
+        }
+    }
+    out
+}
+
 /// One host, reached somehow. The install engine uses nothing else.
 #[async_trait::async_trait]
 pub trait Remote: Send + Sync {
@@ -307,6 +385,41 @@ pub trait Remote: Send + Sync {
     /// transfer, verified by SHA-256 on the far side, renamed into place at the end.
     async fn upload(&self, source: &UploadSource, path: &str, mode: u32)
     -> Result<(), RemoteError>;
+
+    /// Run `cmd`, handing each output line to `on_line` as it arrives; the result is
+    /// the same as [`Remote::run`]'s. The default runs first and replays lines after.
+    async fn run_streaming(
+        &self,
+        cmd: &RemoteCommand,
+        on_line: LineSink<'_>,
+    ) -> Result<Output, RemoteError> {
+        let out = self.run(cmd).await?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            on_line(Stream::Stdout, line);
+        }
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            on_line(Stream::Stderr, line);
+        }
+        Ok(out)
+    }
+
+    /// [`Remote::upload`], reporting progress and returning what was sent. The default
+    /// uploads, then reports the whole region as sent.
+    async fn upload_with_progress(
+        &self,
+        source: &UploadSource,
+        path: &str,
+        mode: u32,
+        progress: ProgressSink<'_>,
+    ) -> Result<UploadReport, RemoteError> {
+        self.upload(source, path, mode).await?;
+        progress(source.len);
+        Ok(UploadReport {
+            resumed_from: 0,
+            bytes_sent: source.len,
+            already_present: false,
+        })
+    }
 
     /// Run `cmd` and require exit 0.
     async fn check(&self, cmd: &RemoteCommand) -> Result<Output, RemoteError> {

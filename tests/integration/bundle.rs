@@ -697,3 +697,73 @@ fn files_larger_than_one_extent_are_split_and_read_back_whole() {
     assert_eq!(sha256_file(&out.join("big.bin")), sha256_file(&big));
     assert_eq!(fs::metadata(out.join("empty")).unwrap().len(), 0);
 }
+
+/// Kills the serving bundle when the test ends, pass or fail.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_answers_skopeo_from_the_file() {
+    use std::io::BufRead as _;
+    if Command::new("skopeo").arg("--version").output().is_err() {
+        eprintln!("skipped: skopeo is not installed");
+        return;
+    }
+    let fx = Fixture::new();
+    let file = fx.bundle(NAME, "cluster.run", &[]);
+    let mut child = Command::new(&file)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let serving = Serving(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{addr}/test/cluster:v1"))
+        .output()
+        .unwrap();
+    assert_success(&inspect);
+    // Every blob of the cluster image, checked by digest, and a container image by
+    // its original name.
+    let copy = fx.path("pulled");
+    let output = Command::new("skopeo")
+        .args(["copy", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{addr}/test/cluster:v1"))
+        .arg(format!("oci:{}:pulled", copy.display()))
+        .output()
+        .unwrap();
+    assert_success(&output);
+    let nginx = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{addr}/library/nginx:1.25"))
+        .output()
+        .unwrap();
+    assert_success(&nginx);
+    // Nothing was unpacked: the bundle directory holds only what the test wrote.
+    drop(serving);
+    let names: Vec<String> = fs::read_dir(fx.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["cluster.run", "pulled", "store"]);
+}

@@ -1,5 +1,18 @@
 //! airlock's integration tests: one binary, real processes.
 
+#[cfg(test)]
+mod e2e;
+#[cfg(test)]
+mod registry;
+#[cfg(test)]
+mod remote;
+#[cfg(test)]
+mod sshd;
+#[cfg(test)]
+mod support;
+#[cfg(test)]
+mod testbed;
+
 #[test]
 fn binary_prints_its_version() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
@@ -10,4 +23,5 @@ fn binary_prints_its_version() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("airlock "));
 }
 
+mod build;
 mod bundle;

@@ -1,0 +1,76 @@
+//! From a resolved [`ClusterSpec`] to a connected [`Remote`] per host.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::remote::known_hosts::{HostKeyInfo, KnownHosts};
+use crate::remote::ssh::{SshAuth, SshRemote, SshTarget};
+use crate::remote::{Remote, RemoteError};
+use crate::spec::clusterfile::{ClusterSpec, Host};
+
+/// At most this many hosts are connected to at once.
+pub const CONNECT_CONCURRENCY: usize = 32;
+
+/// The SSH target for `host`: its key if it has one, else its password.
+pub fn target_for(host: &Host) -> SshTarget {
+    let ssh = &host.ssh;
+    let auth = match (&ssh.key, &ssh.password) {
+        (Some(path), _) => SshAuth::Key {
+            path: path.clone(),
+            passphrase: ssh.key_passphrase.clone(),
+        },
+        (None, Some(pw)) => SshAuth::Password(pw.clone()),
+        (None, None) => SshAuth::Agent {
+            socket: PathBuf::new(),
+        },
+    };
+    let mut target = SshTarget::new(host.ip.to_string(), ssh.user.clone(), auth);
+    target.port = ssh.port;
+    target.sudo_password = ssh.sudo_password.clone();
+    target
+}
+
+/// Connected hosts, and the host keys trusted for the first time while connecting.
+pub struct Connected {
+    /// One remote per host.
+    pub remotes: BTreeMap<IpAddr, Arc<dyn Remote>>,
+    /// Host keys seen for the first time (to show the user their fingerprints).
+    pub new_keys: Vec<HostKeyInfo>,
+}
+
+/// Connect to every host of `spec` in parallel. Every failure is returned, each
+/// naming its host, so the user can fix them all at once.
+pub async fn connect_all(
+    spec: &ClusterSpec,
+    known_hosts: &KnownHosts,
+) -> Result<Connected, Vec<RemoteError>> {
+    let fleet = crate::remote::fleet::Fleet::new(CONNECT_CONCURRENCY);
+    let results = fleet
+        .each(spec.hosts.iter(), |host| async move {
+            SshRemote::connect(target_for(host), known_hosts)
+                .await
+                .map(|r| (host.ip, r))
+        })
+        .await;
+    let mut remotes: BTreeMap<IpAddr, Arc<dyn Remote>> = BTreeMap::new();
+    let mut new_keys = Vec::new();
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok((ip, remote)) => {
+                if remote.host_key().newly_trusted {
+                    new_keys.push(remote.host_key().clone());
+                }
+                remotes.insert(ip, Arc::new(remote));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Connected { remotes, new_keys })
+    } else {
+        Err(errors)
+    }
+}

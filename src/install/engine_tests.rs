@@ -1,0 +1,296 @@
+//! Orchestration tests of the engine against recording fakes (no hosts involved).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::image::oci::{Platform, RootfsConfig, RootfsDiffIds};
+use crate::image::store::{Store, to_json};
+use crate::remote::fake::{FakeCall, FakeRemote, FakeReply};
+use crate::spec::clusterfile::Clusterfile;
+
+/// A store holding a tiny cluster image `docker.io/library/demo:v1` with one
+/// container image, built by hand.
+fn fixture() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let put = |bytes: &[u8], media: &str| {
+        Descriptor::new(media, store.put_bytes(bytes).unwrap(), bytes.len() as u64)
+    };
+    // A container image: config + layer + manifest.
+    let app_layer = put(b"app layer bytes", oci::MEDIA_TYPE_LAYER_GZIP);
+    let app_config = put(
+        br#"{"architecture":"amd64","os":"linux"}"#,
+        oci::MEDIA_TYPE_CONFIG,
+    );
+    let app_manifest = manifest_bytes(&app_config, &app_layer);
+    let mut app = put(&app_manifest, oci::MEDIA_TYPE_MANIFEST);
+    app.annotations.insert(
+        oci::ANNOTATION_ROLE.into(),
+        oci::ROLE_CONTAINER_IMAGE.into(),
+    );
+    app.annotations.insert(
+        oci::ANNOTATION_IMAGE_REF.into(),
+        "docker.io/airlockdemo/hello:1.0".into(),
+    );
+    // The rootfs.
+    let layer = put(b"rootfs layer bytes", oci::MEDIA_TYPE_LAYER_ZSTD);
+    let config = RootfsConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        rootfs: RootfsDiffIds {
+            kind: "layers".into(),
+            diff_ids: vec![Digest::of(b"tar")],
+        },
+        airlock: ClusterConfig {
+            runtime: "generic".into(),
+            cmds: vec!["sh scripts/launch.sh".into()],
+            env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
+            ..ClusterConfig::default()
+        },
+    };
+    let config = put(&to_json(&config), oci::MEDIA_TYPE_CONFIG);
+    let manifest = manifest_bytes(&config, &layer);
+    let mut rootfs = put(&manifest, oci::MEDIA_TYPE_MANIFEST);
+    rootfs.platform = Some(Platform::linux("amd64"));
+    rootfs
+        .annotations
+        .insert(oci::ANNOTATION_ROLE.into(), oci::ROLE_ROOTFS.into());
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_INDEX.into()),
+        manifests: vec![rootfs, app],
+        annotations: BTreeMap::new(),
+    };
+    let top = put(&to_json(&index), oci::MEDIA_TYPE_INDEX);
+    store.set_ref("docker.io/library/demo:v1", &top).unwrap();
+    (dir, store)
+}
+
+fn manifest_bytes(config: &Descriptor, layer: &Descriptor) -> Vec<u8> {
+    to_json(&oci::ImageManifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+        config: config.clone(),
+        layers: vec![layer.clone()],
+        annotations: BTreeMap::new(),
+    })
+}
+
+const CLUSTERFILE: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {name: t}\nspec:\n  ssh: {passwd: pw}\n  env: [GREETING=hello]\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n  - ips: [198.18.0.3-198.18.0.4]\n    roles: [node]\n";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    install: Install,
+    fakes: BTreeMap<IpAddr, Arc<FakeRemote>>,
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+fn setup(configure: impl Fn(IpAddr, &FakeRemote)) -> Fixture {
+    let (dir, store) = fixture();
+    let spec = Clusterfile::parse("Clusterfile", CLUSTERFILE)
+        .unwrap()
+        .resolve(&|_| None)
+        .unwrap();
+    let plan = ImagePlan::read(&store, "docker.io/library/demo:v1").unwrap();
+    let mut fakes = BTreeMap::new();
+    let mut remotes: BTreeMap<IpAddr, Arc<dyn Remote>> = BTreeMap::new();
+    for host in &spec.hosts {
+        let fake = Arc::new(FakeRemote::new(host.ip.to_string()));
+        configure(host.ip, &fake);
+        remotes.insert(host.ip, fake.clone());
+        fakes.insert(host.ip, fake);
+    }
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let install = Install {
+        spec,
+        plan,
+        source: Arc::new(store),
+        agent: UploadSource {
+            path: "/proc/self/exe".into(),
+            offset: 0,
+            len: 1,
+            sha256: Some("ab".repeat(32)),
+        },
+        remotes,
+        reporter: Arc::new(move |e: Event| sink.lock().unwrap().push(e)),
+    };
+    Fixture {
+        _dir: dir,
+        install,
+        fakes,
+        events,
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn ran_script(fake: &FakeRemote, script: &str) -> bool {
+    fake.commands()
+        .iter()
+        .any(|argv| argv.len() > 2 && argv[0] == "sh" && argv[2] == script)
+}
+
+/// The marker writes of a run, as `markers.sh` would print them on the next run.
+fn markers_written(fake: &FakeRemote) -> String {
+    fake.calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            FakeCall::Run(cmd)
+                if cmd.argv.len() > 4
+                    && cmd.argv[2] == WRITE_FILE
+                    && cmd.argv[4].contains("/state/") =>
+            {
+                let step = cmd.argv[4].rsplit('/').next().unwrap().to_string();
+                Some(format!(
+                    "{step} {}\n",
+                    String::from_utf8(cmd.stdin.clone().unwrap()).unwrap()
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn fresh_install_runs_each_step_where_it_belongs() {
+    let f = setup(|_, _| {});
+    f.install.run().await.unwrap();
+    let master = &f.fakes[&ip("198.18.0.2")];
+    let node = &f.fakes[&ip("198.18.0.3")];
+    // The agent binary and the rootfs blobs go everywhere; container image blobs only to the registry host.
+    let app_blobs = f.install.plan.image_blobs.len();
+    assert_eq!(app_blobs, 3, "manifest, config, layer of the app image");
+    let rootfs_blobs = f.install.plan.rootfs_blobs.len();
+    assert_eq!(master.uploads().len(), 1 + rootfs_blobs + app_blobs);
+    assert_eq!(node.uploads().len(), 1 + rootfs_blobs);
+    assert!(master.uploads()[0].ends_with("/bin/airlock"));
+    // The registry runs on the first master only; mirrors everywhere; launch on the first master.
+    assert!(ran_script(master, REGISTRY));
+    assert!(!ran_script(node, REGISTRY));
+    for fake in f.fakes.values() {
+        assert!(ran_script(fake, ETC_HOSTS));
+        let hosts_toml: Vec<String> = fake
+            .commands()
+            .into_iter()
+            .filter(|a| a.len() > 4 && a[2] == WRITE_FILE && a[4].ends_with("hosts.toml"))
+            .map(|a| a[4].clone())
+            .collect();
+        assert_eq!(
+            hosts_toml,
+            [
+                "/etc/containerd/certs.d/docker.io/hosts.toml",
+                "/etc/containerd/certs.d/sea.hub:5000/hosts.toml"
+            ]
+        );
+    }
+    let launches = |fake: &FakeRemote| {
+        fake.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                FakeCall::Run(cmd) if cmd.argv == ["sh", "-c", "sh scripts/launch.sh"] => Some(cmd),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let launch = launches(master);
+    assert_eq!(launch.len(), 1);
+    assert_eq!(launch[0].cwd.as_deref(), Some("/var/lib/airlock/rootfs"));
+    assert!(
+        launch[0]
+            .env
+            .contains(&("GREETING".to_string(), "hello".to_string())),
+        "cluster env overrides image env"
+    );
+    assert!(launch[0].env.contains(&(
+        "AIRLOCK_NODES".to_string(),
+        "198.18.0.3,198.18.0.4".to_string()
+    )));
+    assert!(launches(node).is_empty());
+    // Every step reported done on the master.
+    let done: Vec<StepId> = f
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step {
+                host,
+                step,
+                state: StepState::Done,
+            } if *host == ip("198.18.0.2") => Some(*step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        done,
+        [
+            StepId::Prepare,
+            StepId::Blobs,
+            StepId::Unpack,
+            StepId::Registry,
+            StepId::Mirrors,
+            StepId::Launch
+        ]
+    );
+}
+
+#[tokio::test]
+async fn rerun_of_a_finished_install_changes_nothing() {
+    let first = setup(|_, _| {});
+    first.install.run().await.unwrap();
+    let markers: BTreeMap<IpAddr, String> = first
+        .fakes
+        .iter()
+        .map(|(ip, f)| (*ip, markers_written(f)))
+        .collect();
+    let second = setup(|ip, fake| {
+        fake.on(&["sh", "-c", MARKERS], FakeReply::exit(0, &markers[&ip]));
+    });
+    second.install.run().await.unwrap();
+    for fake in second.fakes.values() {
+        assert_eq!(
+            fake.calls().len(),
+            1,
+            "only the marker read: {:?}",
+            fake.commands()
+        );
+    }
+}
+
+#[tokio::test]
+async fn failure_names_host_and_step_and_stops_before_launch() {
+    let f = setup(|ip, fake| {
+        if ip.to_string() == "198.18.0.4" {
+            fake.on(
+                &["/var/lib/airlock/bin/airlock"],
+                FakeReply::fail(3, "disk full"),
+            );
+        }
+    });
+    let err = f.install.run().await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("step unpack failed on 198.18.0.4:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("disk full") && err.contains("exited with 3"),
+        "{err}"
+    );
+    assert!(err.contains("run the same command again"), "{err}");
+    let master = &f.fakes[&ip("198.18.0.2")];
+    assert!(
+        !ran_script(master, REGISTRY),
+        "nothing after the failed phase"
+    );
+    // Resume: the hosts that finished keep their markers; the failed host has none for unpack.
+    let failed = markers_written(&f.fakes[&ip("198.18.0.4")]);
+    assert!(
+        failed.contains("blobs ") && !failed.contains("unpack "),
+        "{failed}"
+    );
+}

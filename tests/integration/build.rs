@@ -1,0 +1,404 @@
+//! `airlock build` and the image commands, end to end through the binary.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions panic on failure by design"
+)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use airlock::digest::Digest;
+use airlock::image::cluster::{self, ClusterImage};
+use airlock::image::oci::{self, Descriptor, ImageIndex, ImageManifest, Platform};
+use airlock::image::store::{Store, to_json};
+
+fn airlock(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn write_blob(dir: &Path, bytes: &[u8]) -> Descriptor {
+    let d = Digest::of(bytes);
+    std::fs::write(dir.join("blobs/sha256").join(d.hex()), bytes).unwrap();
+    Descriptor::new("", d, bytes.len() as u64)
+}
+
+/// An OCI layout holding `docker.io/library/busybox:1.36`: one layer with this
+/// machine's static busybox, under an index for the host platform.
+fn busybox_layout(dir: &Path) {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    let bin = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    h.set_size(bin.len() as u64);
+    h.set_mode(0o755);
+    tar.append_data(&mut h, "bin/busybox", &bin[..]).unwrap();
+    let layer = write_blob(dir, &tar.into_inner().unwrap());
+    let platform = Platform::host();
+    let config = write_blob(
+        dir,
+        format!(
+            r#"{{"architecture":"{}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            platform.architecture, layer.digest
+        )
+        .as_bytes(),
+    );
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+        config: Descriptor::new(oci::MEDIA_TYPE_CONFIG, config.digest, config.size),
+        layers: vec![Descriptor::new(
+            "application/vnd.oci.image.layer.v1.tar",
+            layer.digest,
+            layer.size,
+        )],
+        annotations: BTreeMap::new(),
+    };
+    let m = write_blob(dir, &to_json(&manifest));
+    let mut entry = Descriptor::new(oci::MEDIA_TYPE_MANIFEST, m.digest, m.size);
+    entry.platform = Some(platform);
+    let inner = ImageIndex {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_INDEX.into()),
+        manifests: vec![entry],
+        annotations: BTreeMap::new(),
+    };
+    let i = write_blob(dir, &to_json(&inner));
+    let mut top = Descriptor::new(oci::MEDIA_TYPE_INDEX, i.digest, i.size);
+    top.annotations.insert(
+        oci::ANNOTATION_REF_NAME.into(),
+        "docker.io/library/busybox:1.36".into(),
+    );
+    let outer = ImageIndex {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_INDEX.into()),
+        manifests: vec![top],
+        annotations: BTreeMap::new(),
+    };
+    std::fs::write(dir.join("index.json"), to_json(&outer)).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+const KUBEFILE: &str = r#"# demo cluster
+ARG VERSION=1.0
+FROM scratch
+LABEL cluster.alpha.sealer.io/cluster-runtime-type=generic version=${VERSION}
+ENV GREETING=hello
+COPY bin bin/
+COPY manifests manifests
+COPY scripts/*.sh scripts/
+APP web local://app/web.yaml
+APPENV web REPLICAS=2
+CNI flannel local://app/flannel.yaml
+KUBEVERSION >=1.24 <1.31
+LAUNCH ["flannel", "web"]
+"#;
+
+fn context(dir: &Path) {
+    let w = |p: &str, c: &str, mode: u32| {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, c).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    w("Kubefile", KUBEFILE, 0o644);
+    w("bin/tool", "#!/bin/sh\necho tool\n", 0o775);
+    w("manifests/imageList", "# images\nbusybox:1.36\n", 0o664);
+    w("scripts/init.sh", "echo init\n", 0o600);
+    w("scripts/notes.txt", "not copied\n", 0o644);
+    w(
+        "app/web.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n        - name: web\n          image: busybox:1.36\n",
+        0o644,
+    );
+    w("app/flannel.yaml", "kind: ConfigMap\n", 0o644);
+}
+
+fn digest_of(stdout: &str) -> String {
+    stdout.split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn build_is_reproducible_and_images_round_trip_through_skopeo() {
+    let images = tempfile::tempdir().unwrap();
+    busybox_layout(images.path());
+    let source = format!("oci:{}", images.path().display());
+
+    // Two contexts in different places, written at different times with other modes.
+    let ctx1 = tempfile::tempdir().unwrap();
+    context(ctx1.path());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let ctx2 = tempfile::tempdir().unwrap();
+    context(ctx2.path());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        ctx2.path().join("bin/tool"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+
+    let root1 = tempfile::tempdir().unwrap();
+    let root2 = tempfile::tempdir().unwrap();
+    let build = |root: &Path, ctx: &Path, extra: &[&str]| {
+        let c = ctx.to_str().unwrap();
+        let mut args = vec!["build", "-t", "demo:v1", "--image-source", &source, c];
+        args.extend_from_slice(extra);
+        airlock(root, &args)
+    };
+    let out1 = build(root1.path(), ctx1.path(), &[]);
+    let stderr1 = String::from_utf8_lossy(&out1.stderr).into_owned();
+    let d1 = digest_of(&ok(out1));
+    let d2 = digest_of(&ok(build(root2.path(), ctx2.path(), &[])));
+    assert_eq!(d1, d2, "same context and Kubefile gave different digests");
+    assert!(
+        stderr1.contains("image docker.io/library/busybox:1.36 (from ")
+            && stderr1.contains("manifests/imageList:2"),
+        "{stderr1}"
+    );
+
+    // Rebuild: every layer from the cache, same digest; --no-cache: same digest.
+    let again = build(root1.path(), ctx1.path(), &[]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("cached"));
+    assert_eq!(digest_of(&ok(again)), d1);
+    let fresh = build(root1.path(), ctx1.path(), &["--no-cache"]);
+    assert!(!String::from_utf8_lossy(&fresh.stderr).contains("cached"));
+    assert_eq!(digest_of(&ok(fresh)), d1);
+
+    // The image reads back with the library API and unpacks.
+    let store = Store::open(root1.path()).unwrap();
+    let image = ClusterImage::load(&store, "docker.io/library/demo:v1").unwrap();
+    assert_eq!(image.descriptor.digest.to_string(), d1);
+    let config = &image.primary().config.airlock;
+    assert_eq!(config.images, ["docker.io/library/busybox:1.36"]);
+    assert_eq!(config.launch, ["flannel", "web"]);
+    assert_eq!(config.env["GREETING"], "hello");
+    assert_eq!(config.labels["version"], "1.0");
+    assert_eq!(config.kube_version.as_deref(), Some(">=1.24 <1.31"));
+    assert_eq!(config.apps[0].name, "web");
+    assert_eq!(config.apps[0].kind, "kube");
+    assert_eq!(config.apps[0].env["REPLICAS"], "2");
+    assert_eq!(config.apps[1].role, "cni");
+    assert_eq!(image.container_images.len(), 1);
+    let rootfs = tempfile::tempdir().unwrap();
+    cluster::unpack_rootfs(&store, image.primary(), rootfs.path()).unwrap();
+    let mode = std::fs::metadata(rootfs.path().join("bin/tool"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert!(rootfs.path().join("scripts/init.sh").is_file());
+    assert!(!rootfs.path().join("scripts/notes.txt").exists());
+    assert!(
+        rootfs
+            .path()
+            .join("application/apps/web/web.yaml")
+            .is_file()
+    );
+
+    // images, inspect, tag.
+    let list = ok(airlock(root1.path(), &["images", "-o", "json"]));
+    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(rows[0]["name"], "docker.io/library/demo:v1");
+    assert_eq!(rows[0]["containerImages"], 1);
+    let table = ok(airlock(root1.path(), &["images"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(airlock(root1.path(), &["inspect", "demo:v1"]))).unwrap();
+    assert_eq!(
+        inspect["rootfs"][0]["config"]["airlock"]["runtime"],
+        "generic"
+    );
+    ok(airlock(
+        root1.path(),
+        &["tag", "demo:v1", "127.0.0.1:5000/team/demo:v2"],
+    ));
+
+    // save → skopeo reads and copies it → load into another store gives the same image.
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("demo.tar");
+    ok(airlock(
+        root1.path(),
+        &["save", "demo:v1", "-o", archive.to_str().unwrap()],
+    ));
+    if which("skopeo") {
+        let inspected = Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .unwrap();
+        let raw = ok(inspected);
+        assert_eq!(Digest::of(raw.as_bytes()).to_string(), d1);
+        let copy = out.path().join("copy");
+        ok(Command::new("skopeo")
+            .args(["copy", "--preserve-digests"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("oci:{}:demo", copy.display()))
+            .output()
+            .unwrap());
+        assert!(copy.join("index.json").is_file());
+    } else {
+        eprintln!("skopeo is not installed: skipping the skopeo half of this test");
+    }
+    let root3 = tempfile::tempdir().unwrap();
+    let loaded = ok(airlock(
+        root3.path(),
+        &["load", "-i", archive.to_str().unwrap()],
+    ));
+    assert!(loaded.contains("docker.io/library/demo:v1"));
+    let store3 = Store::open(root3.path()).unwrap();
+    assert_eq!(
+        store3
+            .resolve("docker.io/library/demo:v1")
+            .unwrap()
+            .digest
+            .to_string(),
+        d1
+    );
+
+    // rmi and prune: blobs of the removed name go only when nothing else uses them.
+    ok(airlock(root1.path(), &["rmi", "demo:v1"]));
+    let pruned = ok(airlock(root1.path(), &["prune"]));
+    assert!(pruned.contains("removed"), "{pruned}");
+    assert!(ClusterImage::load(&store, "127.0.0.1:5000/team/demo:v2").is_ok());
+    ok(airlock(
+        root1.path(),
+        &["rmi", "127.0.0.1:5000/team/demo:v2"],
+    ));
+    ok(airlock(root1.path(), &["prune"]));
+    let left = std::fs::read_dir(root1.path().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "prune left blobs of removed images");
+}
+
+fn which(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn run_from_and_inheritance() {
+    let images = tempfile::tempdir().unwrap();
+    busybox_layout(images.path());
+    let source = format!("oci:{}", images.path().display());
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    context(ctx.path());
+    ok(airlock(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            "base:v1",
+            "--image-source",
+            &source,
+            ctx.path().to_str().unwrap(),
+        ],
+    ));
+
+    // A child: FROM the local base, RUN with the rootfs bin/ on PATH.
+    let child = tempfile::tempdir().unwrap();
+    std::fs::write(
+        child.path().join("Kubefile"),
+        "FROM base:v1\nRUN tool > made.txt && echo built && rm scripts/init.sh\nAPP extra local://extra.yaml\nCMDS [\"kubectl get nodes\"]\n",
+    )
+    .unwrap();
+    std::fs::write(child.path().join("extra.yaml"), "kind: ConfigMap\n").unwrap();
+    let out = airlock(
+        root.path(),
+        &["build", "-t", "child:v1", child.path().to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(out);
+    assert!(
+        stderr.contains("| built"),
+        "RUN output not streamed: {stderr}"
+    );
+    let store = Store::open(root.path()).unwrap();
+    let image = ClusterImage::load(&store, "docker.io/library/child:v1").unwrap();
+    let config = &image.primary().config.airlock;
+    let apps: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(apps, ["web", "flannel", "extra"]);
+    assert_eq!(config.cmds, ["kubectl get nodes"]);
+    assert!(config.launch.is_empty());
+    assert_eq!(
+        image.container_images.len(),
+        1,
+        "parent's images not inherited"
+    );
+    let base = ClusterImage::load(&store, "docker.io/library/base:v1").unwrap();
+    assert_eq!(
+        image.primary().manifest.layers[..base.primary().manifest.layers.len()],
+        base.primary().manifest.layers[..]
+    );
+    let rootfs = tempfile::tempdir().unwrap();
+    cluster::unpack_rootfs(&store, image.primary(), rootfs.path()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(rootfs.path().join("made.txt")).unwrap(),
+        "tool\n"
+    );
+    assert!(
+        !rootfs.path().join("scripts/init.sh").exists(),
+        "whiteout not applied"
+    );
+}
+
+#[test]
+fn kubefile_errors_exit_2_with_line_and_column() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "FROM scratch\nCOPPY a b\n",
+            "Kubefile:2:1: unknown instruction `COPPY` (did you mean COPY?)",
+        ),
+        (
+            "FROM scratch\nCOPY missing bin/\n",
+            "Kubefile:2:6: `missing` does not exist in the build context",
+        ),
+        (
+            "FROM scratch\nCOPY ../x bin/\n",
+            "Kubefile:2:6: `../x` is outside the build context",
+        ),
+        (
+            "FROM scratch\nLAUNCH [\"nope\"]\n",
+            "LAUNCH names app `nope`, which is not declared",
+        ),
+        (
+            "FROM nothing:v1\n",
+            "Kubefile:1:6: base image `nothing:v1` is not in the local store",
+        ),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(ctx.path().join("Kubefile"), text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .current_dir(ctx.path())
+            .arg("--root")
+            .arg(root.path())
+            .args(["build", "-f", "Kubefile", "-t", "x:1", "."])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
+        assert!(stderr.contains(needle), "{text:?}: {stderr}");
+    }
+}

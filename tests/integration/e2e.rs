@@ -1,0 +1,212 @@
+//! The walking skeleton end to end, as `make demo` does it, with assertions:
+//! a source registry (Debian's docker-registry) holds the app image; `airlock build`
+//! makes the hello example into a cluster image; `airlock bundle` writes one file; the
+//! bundle installs onto 3 testbed hosts (real sshd, real containerd); each host is then
+//! checked for what the install should have left there.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::{DockerRegistry, http_get, skopeo_copy};
+use crate::testbed::{Testbed, TestbedOptions, skip_reason};
+
+const APP: &str = "docker.io/airlockdemo/hello:1.0";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn airlock(root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    cmd.env("AIRLOCK_ROOT", root).env("NO_COLOR", "1");
+    cmd
+}
+
+fn ok(out: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    format!("{stdout}{stderr}")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn clusterfile(dir: &Path, tb: &Testbed, ssh: &str) -> PathBuf {
+    let hosts = &tb.hosts;
+    let path = dir.join("Clusterfile");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata:\n  name: hello\nspec:\n  image: hello-cluster:v1\n  ssh:\n{ssh}  hosts:\n    - ips: [ {} ]\n      roles: [ master ]\n    - ips: [ {}, {} ]\n      roles: [ node ]\n",
+            hosts[0], hosts[1], hosts[2]
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A built and bundled hello cluster image, from a source registry on loopback.
+fn build_and_bundle(work: &Path) -> PathBuf {
+    let registry =
+        DockerRegistry::start(None).expect("docker-registry is installed by tests/scripts/deps.sh");
+    let app_dir = work.join("app");
+    let made = Command::new("sh")
+        .arg(repo().join("assets/examples/hello/app/make-image.sh"))
+        .arg(&app_dir)
+        .arg("1.0")
+        .output()
+        .unwrap();
+    ok(made, "make-image.sh");
+    let dest = format!("docker://{}/airlockdemo/hello:1.0", registry.addr);
+    ok(
+        skopeo_copy(
+            &format!("oci:{}:1.0", app_dir.display()),
+            &dest,
+            &["--dest-tls-verify=false"],
+        ),
+        "skopeo copy",
+    );
+    let store = work.join("store");
+    let built = airlock(&store)
+        .args(["build", "-t", "hello-cluster:v1", "--registry-mirror"])
+        .arg(format!("docker.io=http://{}", registry.addr))
+        .arg(repo().join("assets/examples/hello"))
+        .output()
+        .unwrap();
+    ok(built, "airlock build");
+    let bundle = work.join("hello-cluster.run");
+    let bundled = airlock(&store)
+        .args(["bundle", "hello-cluster:v1", "-o"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    ok(bundled, "airlock bundle");
+    bundle
+}
+
+#[test]
+fn build_bundle_and_install_on_three_testbed_hosts() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED build_bundle_and_install_on_three_testbed_hosts: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bundle = build_and_bundle(work.path());
+    let tb = Testbed::up(TestbedOptions {
+        hosts: 3,
+        containerd: true,
+        ..TestbedOptions::default()
+    })
+    .expect("testbed up");
+    let operator = work.path().join("operator");
+
+    // Bad credentials first: refused before any host changes, naming the host.
+    let wrong = clusterfile(
+        work.path(),
+        &tb,
+        "    user: root\n    passwd: not-the-password\n",
+    );
+    let out = Command::new(&bundle)
+        .args(["install", "-f"])
+        .arg(&wrong)
+        .arg("--yes")
+        .env("AIRLOCK_ROOT", &operator)
+        .output()
+        .unwrap();
+    let msg = text(&out);
+    assert!(!out.status.success(), "a wrong password must fail:\n{msg}");
+    assert!(
+        msg.contains(&tb.hosts[0].to_string()) && msg.contains("nothing was changed"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("not-the-password"),
+        "the password leaked into the output:\n{msg}"
+    );
+    let untouched = tb.exec(1, &["test", "-e", "/var/lib/airlock"]);
+    assert!(
+        !untouched.status.success(),
+        "a refused install must not touch the hosts"
+    );
+
+    // The real install, with the testbed key.
+    let cf = clusterfile(
+        work.path(),
+        &tb,
+        &format!("    user: root\n    pk: {}\n", tb.key.display()),
+    );
+    let out = Command::new(&bundle)
+        .args(["install", "-f"])
+        .arg(&cf)
+        .arg("--yes")
+        .env("AIRLOCK_ROOT", &operator)
+        .output()
+        .unwrap();
+    let first = ok(out, "bundle install");
+    assert!(first.contains("installed"), "{first}");
+
+    // The registry on the first master answers, with the app under its original name.
+    let master = format!("{}:5000", tb.hosts[0]);
+    let (status, _) = http_get(&master, "/v2/").expect("registry on the first master");
+    assert_eq!(status, 200);
+    let (status, _) =
+        http_get(&master, "/v2/airlockdemo/hello/manifests/1.0?ns=docker.io").unwrap();
+    assert_eq!(
+        status, 200,
+        "the app image is served under its docker.io name"
+    );
+
+    for host in 1..=3 {
+        let sh = |script: &str| tb.exec(host, &["sh", "-c", script]);
+        let toml = sh("cat /etc/containerd/certs.d/docker.io/hosts.toml");
+        assert!(
+            String::from_utf8_lossy(&toml.stdout).contains("[host.\"http://sea.hub:5000\"]"),
+            "host {host}: {toml:?}"
+        );
+        let hosts = sh("grep ' sea.hub # airlock' /etc/hosts");
+        assert!(
+            String::from_utf8_lossy(&hosts.stdout).starts_with(&tb.hosts[0].to_string()),
+            "host {host}: {hosts:?}"
+        );
+        // containerd on the host pulls the app by its docker.io name through the mirror
+        // (the testbed has no route to the internet).
+        let pull = sh(&format!(
+            "ctr --namespace airlock image pull --hosts-dir /etc/containerd/certs.d {APP} && ctr --namespace airlock images ls -q"
+        ));
+        assert!(
+            pull.status.success() && String::from_utf8_lossy(&pull.stdout).contains(APP),
+            "host {host}: {}",
+            text(&pull)
+        );
+    }
+    // The launch command ran the app in a container on the first master.
+    let launched = tb.exec(1, &["cat", "/var/lib/airlock/hello.out"]);
+    let said = String::from_utf8_lossy(&launched.stdout);
+    assert!(
+        said.contains("hello from airlock on") && said.contains("via sea.hub:5000"),
+        "{}",
+        text(&launched)
+    );
+
+    // A re-run changes nothing: every step is already done.
+    let out = Command::new(&bundle)
+        .args(["install", "-f"])
+        .arg(&cf)
+        .arg("--yes")
+        .env("AIRLOCK_ROOT", &operator)
+        .output()
+        .unwrap();
+    let again = ok(out, "second install");
+    assert!(!again.contains(" done\n"), "a re-run redid steps:\n{again}");
+    assert_eq!(again.matches("already done").count(), 3 * 4 + 2, "{again}");
+}
