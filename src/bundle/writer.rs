@@ -159,7 +159,9 @@ pub fn pack(
     let runner_is_dynamic = Elf::read(&runner_file)
         .map_err(runner_err)?
         .is_some_and(|elf| elf.is_dynamic);
-    let (runner_digest, _) = crate::digest::digest_reader(&mut runner_file).map_err(runner_err)?;
+    let (runner_digest, _) =
+        crate::digest::digest_reader(io::BufReader::with_capacity(1 << 20, &mut runner_file))
+            .map_err(runner_err)?;
     runner_file.seek(SeekFrom::Start(0)).map_err(runner_err)?;
     let runner_size = runner_file.metadata().map_err(runner_err)?.len();
     let runner = Runner {
