@@ -153,7 +153,11 @@ struct BundleCli {
 #[derive(Debug, Subcommand)]
 enum BundleCommand {
     /// Show the image, runtime, versions, size, images and signer.
-    Info,
+    Info {
+        /// Print the SBOM (CycloneDX JSON) instead.
+        #[arg(long)]
+        sbom: bool,
+    },
     /// Check every byte of the bundle (runner, every blob, padding) and its signature.
     Verify(TrustArgs),
     /// Unpack the image as an OCI image layout in DIR.
@@ -223,7 +227,7 @@ fn attach_base(
     base: Option<&std::path::Path>,
     command: Option<&BundleCommand>,
 ) -> anyhow::Result<Bundle> {
-    let needs_base = !matches!(command, None | Some(BundleCommand::Info));
+    let needs_base = !matches!(command, None | Some(BundleCommand::Info { .. }));
     match (bundle.index().base.clone(), base) {
         (None, None) => Ok(bundle),
         (None, Some(_)) => Err(bad_input(
@@ -259,8 +263,20 @@ fn run_bundle(
             printer.result(help);
             Ok(())
         }
-        Some(BundleCommand::Info) => {
+        Some(BundleCommand::Info { sbom: false }) => {
             info(&bundle, settings, printer);
+            Ok(())
+        }
+        Some(BundleCommand::Info { sbom: true }) => {
+            let digest = bundle
+                .index()
+                .sbom
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("this bundle carries no SBOM"))?;
+            let bytes = bundle
+                .read_blob(&digest)?
+                .ok_or_else(|| anyhow::anyhow!("the SBOM blob {digest} is missing"))?;
+            printer.result(String::from_utf8_lossy(&bytes).trim_end());
             Ok(())
         }
         Some(BundleCommand::Verify(trust)) => {

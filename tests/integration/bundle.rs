@@ -234,8 +234,11 @@ fn bundle_runs_info_and_verify_from_itself() {
     let clusterfile: Digest = json["clusterfile"].as_str().unwrap().parse().unwrap();
     let sbom: Digest = json["sbom"].as_str().unwrap().parse().unwrap();
     let bundle = Bundle::open(&file).unwrap();
-    let sbom = bundle.read_blob(&sbom).unwrap().unwrap();
-    let sbom: serde_json::Value = serde_json::from_slice(&sbom).unwrap();
+    let sbom_bytes = bundle.read_blob(&sbom).unwrap().unwrap();
+    let shown = run(&file, &["info", "--sbom"]);
+    assert_success(&shown);
+    assert_eq!(shown.stdout, sbom_bytes);
+    let sbom: serde_json::Value = serde_json::from_slice(&sbom_bytes).unwrap();
     assert_eq!(sbom["bomFormat"], "CycloneDX");
     assert_eq!(sbom["components"].as_array().unwrap().len(), 3);
     assert_eq!(
