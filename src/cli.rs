@@ -45,6 +45,11 @@ pub enum Command {
     Load(commands::images::LoadArgs),
     /// Write a self-extracting installer for an image.
     Bundle(commands::bundle::BundleArgs),
+    /// Write an ISO image holding a bundle, its checksum, a README and a Clusterfile template.
+    Iso(commands::iso::IsoArgs),
+    /// Signing keys for bundles.
+    #[command(subcommand)]
+    Key(commands::key::KeyCommand),
     /// Install a cluster image onto the hosts of a Clusterfile.
     Run(commands::run::RunArgs),
     /// Push a cluster image to a registry (blobs it has are skipped).

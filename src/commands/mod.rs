@@ -4,6 +4,8 @@ pub mod agent;
 pub mod build;
 pub mod bundle;
 pub mod images;
+pub mod iso;
+pub mod key;
 pub mod registry;
 pub mod run;
 
@@ -40,6 +42,8 @@ pub async fn dispatch(
         Command::Save(args) => images::save(args, &settings, printer).await,
         Command::Load(args) => images::load(args, &settings, printer).await,
         Command::Bundle(args) => bundle::run(args, &settings, printer).await,
+        Command::Iso(args) => iso::run(args, &settings, printer).await,
+        Command::Key(cmd) => key::run(cmd, &settings, printer).await,
         Command::Run(args) => run::run(args, &settings, printer).await,
         Command::Push(args) => registry::push(args, &settings, printer).await,
         Command::Pull(args) => registry::pull(args, &settings, printer).await,

@@ -3,6 +3,8 @@
 #[cfg(test)]
 mod build;
 #[cfg(test)]
+mod bundle;
+#[cfg(test)]
 mod e2e;
 #[cfg(test)]
 mod registry;
