@@ -89,7 +89,7 @@ pub async fn run(args: BundleArgs, settings: &Settings, printer: Printer) -> any
         clusterfile,
         base: base.as_ref(),
     };
-    let name = args.name.clone();
+    let name = super::images::resolve(&store, &args.name)?;
     let output = args.output.clone();
     let summary = tokio::task::block_in_place(|| {
         bundle::pack(&store, &name, &output, &options, &|d, t| progress(d, t))

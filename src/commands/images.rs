@@ -97,7 +97,9 @@ fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         .with_context(|| format!("opening the image store {}", settings.root.display()))
 }
 
-fn resolve(store: &Store, name: &str) -> anyhow::Result<String> {
+/// The stored name of the image the user called `name` (`hello:v1` finds
+/// `docker.io/library/hello:v1`); an unknown name is bad input.
+pub(crate) fn resolve(store: &Store, name: &str) -> anyhow::Result<String> {
     cluster::resolve_name(store, name).map_err(|e| match e {
         ClusterImageError::Unknown(_) => bad_input(e),
         other => other.into(),

@@ -50,10 +50,7 @@ pub async fn run(args: RunArgs, settings: &Settings, printer: Printer) -> anyhow
             "no image: give IMAGE or spec.image in the Clusterfile",
         ));
     }
-    let name = wanted
-        .parse::<Reference>()
-        .map_err(|e| bad_input(format!("image {wanted:?}: {e}")))?
-        .to_string();
+    let name = super::images::resolve(&store, &wanted)?;
     let exe = std::env::current_exe().context("locating the airlock binary to put on hosts")?;
     let len = fs_err::metadata(&exe)?.len();
     let agent = UploadSource {
