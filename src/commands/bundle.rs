@@ -247,9 +247,10 @@ fn run_bundle(
             let mut command = <BundleCli as clap::CommandFactory>::command();
             let help = command.render_help().to_string();
             if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-                printer.warn(
-                    "the install wizard is not in this build yet; use `install -f Clusterfile`",
-                );
+                let agent = runner_region(&bundle);
+                return async_runtime()?.block_on(crate::commands::wizard::run(
+                    bundle, agent, settings, printer,
+                ));
             }
             printer.result(help);
             Ok(())
@@ -295,13 +296,7 @@ fn run_bundle(
         Some(BundleCommand::Install(args)) => {
             verify(&bundle, &args.trust, args.yes, printer)?;
             let image = bundle.image_name().to_string();
-            let runner = &bundle.index().runner;
-            let agent = UploadSource {
-                path: bundle.path().to_path_buf(),
-                offset: 0,
-                len: runner.size,
-                sha256: Some(runner.digest.hex().to_string()),
-            };
+            let agent = runner_region(&bundle);
             let run_args = crate::commands::run::RunArgs {
                 image: Some(image.clone()),
                 file: Some(args.file),
@@ -312,6 +307,17 @@ fn run_bundle(
                 run_args, source, image, agent, settings, printer,
             ))
         }
+    }
+}
+
+/// The bundle's own airlock binary (its first bytes), which installs put on hosts.
+fn runner_region(bundle: &Bundle) -> UploadSource {
+    let runner = &bundle.index().runner;
+    UploadSource {
+        path: bundle.path().to_path_buf(),
+        offset: 0,
+        len: runner.size,
+        sha256: Some(runner.digest.hex().to_string()),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod iso;
 pub mod key;
 pub mod registry;
 pub mod run;
+pub mod wizard;
 
 use std::process::ExitCode;
 

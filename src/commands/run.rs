@@ -151,7 +151,7 @@ async fn install(
 }
 
 /// Connect to every host; every failure names its host and stops everything.
-async fn connect_all(
+pub(crate) async fn connect_all(
     spec: &ClusterSpec,
     settings: &Settings,
     printer: Printer,
@@ -178,7 +178,7 @@ async fn connect_all(
 }
 
 /// Read-only checks on every host before anything changes.
-async fn preflight(
+pub(crate) async fn preflight(
     spec: &ClusterSpec,
     remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
 ) -> anyhow::Result<()> {
@@ -234,7 +234,7 @@ fn confirm(yes: bool, what: &str) -> anyhow::Result<()> {
     }
 }
 
-fn log_file(settings: &Settings, cluster: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn log_file(settings: &Settings, cluster: &str) -> anyhow::Result<PathBuf> {
     let dir = settings.root.join("clusters").join(cluster).join("logs");
     fs_err::create_dir_all(&dir)?;
     let stamp = std::time::SystemTime::now()
@@ -252,14 +252,15 @@ fn sha256_region(path: &Path, offset: u64, len: u64) -> anyhow::Result<String> {
     Ok(digest.hex().to_string())
 }
 
-/// Renders events as plain lines on stderr and appends them to the log file.
-struct LineReporter {
+/// Renders events as plain lines on stderr (unless quiet) and appends them to the
+/// log file.
+pub(crate) struct LineReporter {
     printer: Printer,
     log: Mutex<fs_err::File>,
 }
 
 impl LineReporter {
-    fn new(printer: Printer, path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn new(printer: Printer, path: &Path) -> anyhow::Result<Self> {
         let log = fs_err::OpenOptions::new()
             .create(true)
             .append(true)

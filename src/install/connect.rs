@@ -47,11 +47,14 @@ pub async fn connect_all(
     known_hosts: &KnownHosts,
 ) -> Result<Connected, Vec<RemoteError>> {
     let fleet = crate::remote::fleet::Fleet::new(CONNECT_CONCURRENCY);
+    // Owned items: a closure over borrowed hosts is not general enough for `Send` futures.
+    let targets: Vec<(IpAddr, SshTarget)> =
+        spec.hosts.iter().map(|h| (h.ip, target_for(h))).collect();
     let results = fleet
-        .each(spec.hosts.iter(), |host| async move {
-            SshRemote::connect(target_for(host), known_hosts)
+        .each(targets, |(ip, target)| async move {
+            SshRemote::connect(target, known_hosts)
                 .await
-                .map(|r| (host.ip, r))
+                .map(|r| (ip, r))
         })
         .await;
     let mut remotes: BTreeMap<IpAddr, Arc<dyn Remote>> = BTreeMap::new();

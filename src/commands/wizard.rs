@@ -1,0 +1,247 @@
+//! The wizard behind `./FILE.run` on a terminal: the [`WizardEngine`] that connects
+//! the screens to the real bundle, SSH, preflight checks and install engine.
+//!
+//! 1. `verify` re-hashes every byte of the bundle.
+//! 2. `preflight` connects to each host over SSH and runs the read-only checks.
+//! 3. `install` connects again and runs the same engine as `FILE.run install`, with
+//!    progress going to the dashboard and to the log file.
+//! 4. `support_bundle` packs the logs and the Clusterfile (without secrets) in a tar.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::bundle::Bundle;
+use crate::image::BlobSource;
+use crate::install::connect::target_for;
+use crate::install::{Event, ImagePlan, Install, Reporter};
+use crate::preflight::{self, CheckId, Finding, Report, Requirements};
+use crate::printer::Printer;
+use crate::remote::known_hosts::KnownHosts;
+use crate::remote::ssh::SshRemote;
+use crate::remote::{Remote, UploadSource};
+use crate::settings::Settings;
+use crate::spec::clusterfile::ClusterSpec;
+use crate::wizard::event::InstallResult;
+use crate::wizard::runner::{WizardEngine, WizardInput, WizardOutcome, load_session, run_wizard};
+use crate::wizard::state::{ImageInfo, Param};
+
+/// The engine of a bundle's wizard.
+pub(crate) struct BundleEngine {
+    bundle: Arc<Bundle>,
+    plan: ImagePlan,
+    agent: UploadSource,
+    settings: Settings,
+}
+
+impl BundleEngine {
+    fn known_hosts(&self) -> KnownHosts {
+        KnownHosts::new(self.settings.root.join("known_hosts"))
+    }
+}
+
+#[async_trait::async_trait]
+impl WizardEngine for BundleEngine {
+    async fn verify(&self, progress: &(dyn Fn(u64, u64) + Send + Sync)) -> anyhow::Result<()> {
+        tokio::task::block_in_place(|| self.bundle.verify(progress)).map_err(Into::into)
+    }
+
+    async fn preflight(
+        &self,
+        spec: &ClusterSpec,
+        skip: &BTreeSet<CheckId>,
+        on_finding: &(dyn for<'f> Fn(&'f Finding) + Send + Sync),
+    ) -> anyhow::Result<Report> {
+        let known_hosts = self.known_hosts();
+        let connects = spec.hosts.iter().map(|host| {
+            let known_hosts = &known_hosts;
+            async move {
+                let remote = SshRemote::connect(target_for(host), known_hosts)
+                    .await
+                    .map(|r| Arc::new(r) as Arc<dyn Remote>);
+                (host.ip, remote)
+            }
+        });
+        let targets: BTreeMap<IpAddr, _> = futures_util::future::join_all(connects)
+            .await
+            .into_iter()
+            .collect();
+        let payload: u64 = self
+            .plan
+            .rootfs_blobs
+            .iter()
+            .chain(&self.plan.image_blobs)
+            .map(|d| d.size)
+            .sum();
+        let req = Requirements {
+            platforms: self.plan.config.platforms.clone(),
+            payload_bytes: payload,
+            ..Requirements::default()
+        };
+        Ok(preflight::run(spec, &req, &targets, skip, on_finding).await)
+    }
+
+    async fn install(&self, spec: &ClusterSpec, reporter: Arc<dyn Reporter>) -> InstallResult {
+        let failed = |cause: String| InstallResult::Failed {
+            host: None,
+            step: None,
+            cause,
+        };
+        let quiet = Printer { quiet: true };
+        let log_path = match super::run::log_file(&self.settings, &spec.name) {
+            Ok(p) => p,
+            Err(e) => return failed(format!("{e:#}")),
+        };
+        let log = match super::run::LineReporter::new(quiet, &log_path) {
+            Ok(l) => l,
+            Err(e) => return failed(format!("{e:#}")),
+        };
+        let remotes = match super::run::connect_all(spec, &self.settings, quiet).await {
+            Ok(r) => r,
+            Err(e) => return failed(format!("{e:#}")),
+        };
+        if let Err(e) = super::run::preflight(spec, &remotes).await {
+            return failed(format!("{e:#}"));
+        }
+        let install = Install {
+            spec: spec.clone(),
+            plan: self.plan.clone(),
+            source: self.bundle.clone() as Arc<dyn BlobSource>,
+            agent: self.agent.clone(),
+            remotes,
+            reporter: Arc::new(Tee(reporter, log)),
+        };
+        match install.run().await {
+            Ok(()) => InstallResult::Done {
+                endpoints: vec![format!(
+                    "registry: http://{}:{} (as {} on the hosts)",
+                    spec.first_master().ip,
+                    spec.registry.port,
+                    spec.registry.domain
+                )],
+                kubeconfig: None,
+                log_file: Some(log_path),
+            },
+            Err(e) => InstallResult::from_error(&e),
+        }
+    }
+
+    async fn support_bundle(&self, clusterfile: &str) -> anyhow::Result<PathBuf> {
+        let root = self.settings.root.clone();
+        let clusterfile = clusterfile.to_string();
+        tokio::task::block_in_place(|| write_support_bundle(&root, &clusterfile))
+    }
+}
+
+/// Sends every event to two reporters.
+struct Tee<A, B>(A, B);
+
+impl<A: std::ops::Deref<Target = dyn Reporter> + Send + Sync, B: Reporter> Reporter for Tee<A, B> {
+    fn event(&self, event: Event) {
+        self.1.event(event.clone());
+        self.0.event(event);
+    }
+}
+
+/// A tar of the install logs and the Clusterfile (the caller strips secrets from it).
+fn write_support_bundle(root: &std::path::Path, clusterfile: &str) -> anyhow::Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    fs_err::create_dir_all(root)?;
+    let path = root.join(format!("support-{stamp}.tar"));
+    let file = fs_err::File::create(&path)?;
+    let mut tar = tar::Builder::new(file);
+    let clusters = root.join("clusters");
+    if clusters.is_dir() {
+        tar.append_dir_all("clusters", &clusters)
+            .context("adding the install logs")?;
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_size(clusterfile.len() as u64);
+    header.set_mode(0o600);
+    header.set_cksum();
+    tar.append_data(&mut header, "Clusterfile", clusterfile.as_bytes())?;
+    tar.into_inner()?.sync_all()?;
+    Ok(path)
+}
+
+/// Run the wizard for `bundle` on this terminal.
+pub(crate) async fn run(
+    bundle: Bundle,
+    agent: UploadSource,
+    settings: &Settings,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    let name = bundle.image_name().to_string();
+    let plan = ImagePlan::read(&bundle, &name)?;
+    let file_size = fs_err::metadata(bundle.path())?.len();
+    let signer = crate::bundle::summary::summarise(&bundle).signer;
+    let image = ImageInfo {
+        name: name.clone(),
+        version: name
+            .rsplit_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default(),
+        runtime: if plan.config.runtime.is_empty() {
+            "generic".to_string()
+        } else {
+            plan.config.runtime.clone()
+        },
+        size: file_size,
+        signer,
+        platforms: plan.config.platforms.clone(),
+        params: plan
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| Param {
+                name: k.clone(),
+                default: v.clone(),
+                help: format!("the image's {k} (ENV)"),
+            })
+            .collect(),
+    };
+    let dir = settings.root.join("wizard");
+    let session_path = dir.join("session.json");
+    let input = WizardInput {
+        image,
+        resume: load_session(&session_path)?,
+        session_path,
+        clusterfile_path: dir.join("Clusterfile"),
+        color: settings.color,
+    };
+    let engine = BundleEngine {
+        bundle: Arc::new(bundle),
+        plan,
+        agent,
+        settings: settings.clone(),
+    };
+    match run_wizard(input, &engine).await? {
+        WizardOutcome::Installed { clusterfile } => {
+            printer.result(format!("installed {name}"));
+            if let Some(cf) = clusterfile {
+                printer.result(format!(
+                    "Clusterfile saved at {}; re-run or manage with: ./FILE.run install -f {}",
+                    cf.display(),
+                    cf.display()
+                ));
+            }
+            Ok(())
+        }
+        WizardOutcome::Failed => {
+            anyhow::bail!("the install did not finish; run the bundle again to resume")
+        }
+        WizardOutcome::Quit { session } => {
+            printer.status(format!(
+                "left the wizard (session kept in {}); run the bundle again to resume where you stopped",
+                session.display()
+            ));
+            Ok(())
+        }
+    }
+}
