@@ -523,6 +523,12 @@ UseDNS no
 MaxStartups 200:30:400
 MaxSessions 100
 EOF
+  # root's shell start-up files as a fresh Debian host has them: the machine's own
+  # (toolchain managers such as pyenv) would run on every SSH command and make
+  # installs slow in ways no customer host is.
+  cp /etc/skel/.bashrc "$r/root/.bashrc" 2>/dev/null || : >"$r/root/.bashrc"
+  cp /etc/skel/.profile "$r/root/.profile" 2>/dev/null || : >"$r/root/.profile"
+  rm -f "$r/root/.bash_profile" "$r/root/.bash_login"
   mkdir -p "$r/root/.ssh"
   chmod 700 "$r/root/.ssh"
   cp "$DIR/id_ed25519.pub" "$r/root/.ssh/authorized_keys"
