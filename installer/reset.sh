@@ -17,9 +17,12 @@ force=$3
 if [ -d "$root/rootfs" ] && [ -f "$root/cluster/uninstall" ]; then
     script=$(cat "$root/cluster/uninstall")
     if [ -n "$script" ] && [ -f "$root/rootfs/$script" ]; then
-        if [ -z "${AIRLOCK_CLUSTER:-}" ] && [ -f "$root/cluster/runtime.env" ]; then
+        if [ -f "$root/cluster/runtime.env" ]; then
+            # The env recorded at init/join, then the caller's AIRLOCK_* over it.
+            given=$(export -p | grep ' AIRLOCK_' || true)
             # shellcheck disable=SC1091
             . "$root/cluster/runtime.env"
+            eval "$given"
         fi
         export AIRLOCK_UNINSTALL_SCOPE="$scope"
         if ! (cd "$root/rootfs" && sh "$script"); then

@@ -365,7 +365,7 @@ pub(crate) async fn clean(
             env.insert("AIRLOCK_MASTERS".into(), ips(true));
             env.insert("AIRLOCK_NODES".into(), ips(false));
         } else {
-            // The recorded env of the host is used (the cluster is going as a whole).
+            // The env recorded on the host is used (the cluster goes as a whole).
             env.clear();
         }
         let scope_arg = match scope {
