@@ -57,7 +57,7 @@ if [ -f /etc/hosts ] && grep -q ' # airlock$' /etc/hosts; then
     rm -f "$tmp"
 fi
 
-for f in /etc/containerd/certs.d/*/hosts.toml /etc/docker/daemon.json; do
+for f in /etc/containerd/certs.d/*/hosts.toml; do
     [ -f "$f" ] || continue
     if head -n 1 "$f" | grep -q 'written by airlock'; then rm -f "$f"; fi
 done
