@@ -52,6 +52,20 @@ pub enum Command {
     Key(commands::key::KeyCommand),
     /// Install a cluster image onto the hosts of a Clusterfile.
     Run(commands::run::RunArgs),
+    /// Converge a cluster to a Clusterfile: create, scale up and down.
+    Apply(commands::apply::ApplyArgs),
+    /// Add masters or nodes to a cluster.
+    Join(commands::join::JoinArgs),
+    /// Remove hosts from a cluster, or the whole cluster (--all).
+    Delete(commands::delete::DeleteArgs),
+    /// Remove everything airlock put on hosts, even after a failed install.
+    Reset(commands::reset::ResetArgs),
+    /// Check hosts: --pre (read-only, before an install) or --post (health).
+    Check(commands::check::CheckArgs),
+    /// Run a command on the cluster's hosts.
+    Exec(commands::exec::ExecArgs),
+    /// Show what airlock knows about a cluster.
+    Status(commands::status::StatusArgs),
     /// Push a cluster image to a registry (blobs it has are skipped).
     Push(commands::registry::PushArgs),
     /// Pull a cluster image from a registry into the local store.

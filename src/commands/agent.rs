@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::image::cluster::{ClusterImage, unpack_rootfs};
 use crate::image::oci::Platform;
 use crate::image::store::Store;
+use crate::install::render::{RenderInput, apply_config, render_template};
 use crate::printer::Printer;
 use crate::settings::Settings;
 
@@ -28,6 +29,13 @@ pub enum AgentCommand {
         /// Where the rootfs goes.
         #[arg(long)]
         dest: PathBuf,
+    },
+    /// Render the rootfs's `*.tmpl` files and apply `Config` documents, reading a
+    /// JSON `RenderInput` (env and configs) on stdin.
+    Render {
+        /// The unpacked rootfs.
+        #[arg(long)]
+        rootfs: PathBuf,
     },
     /// Wait until a registry answers `GET /v2/` at ADDR.
     WaitRegistry {
@@ -47,6 +55,14 @@ pub async fn run(cmd: AgentCommand, settings: &Settings, printer: Printer) -> an
         AgentCommand::Unpack { name, dest } => {
             unpack(settings, &name, &dest)?;
             printer.status(format!("unpacked {name} into {}", dest.display()));
+        }
+        AgentCommand::Render { rootfs } => {
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+            let input: RenderInput =
+                serde_json::from_str(&input).context("reading the render input on stdin")?;
+            let n = render(&rootfs, &input)?;
+            printer.status(format!("rendered {n} files in {}", rootfs.display()));
         }
         AgentCommand::WaitRegistry { addr, timeout } => {
             wait_registry(&addr, Duration::from_secs(timeout)).await?;
@@ -73,6 +89,59 @@ fn unpack(settings: &Settings, name: &str, dest: &Path) -> anyhow::Result<()> {
     }
     fs_err::rename(&staging, dest)?;
     Ok(())
+}
+
+/// Render every `*.tmpl` under `rootfs` next to itself (without the suffix), then apply
+/// each `Config` document; returns how many files were written.
+fn render(rootfs: &Path, input: &RenderInput) -> anyhow::Result<usize> {
+    let mut written = 0;
+    let mut stack = vec![rootfs.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs_err::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() && path.extension().is_some_and(|e| e == "tmpl") {
+                let text = fs_err::read_to_string(&path)?;
+                let out = render_template(&text, &input.env).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: {e}",
+                        path.strip_prefix(rootfs).unwrap_or(&path).display()
+                    )
+                })?;
+                let dest = path.with_extension("");
+                let mode = fs_err::metadata(&path)?.permissions();
+                fs_err::write(&dest, out)?;
+                fs_err::set_permissions(&dest, mode)?;
+                written += 1;
+            }
+        }
+    }
+    for (i, config) in input.configs.iter().enumerate() {
+        let rel = Path::new(config.path.trim_start_matches('/'));
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            anyhow::bail!(
+                "Config #{}: spec.path {:?} must be a path inside the rootfs",
+                i + 1,
+                config.path
+            );
+        }
+        let dest = rootfs.join(rel);
+        let current = fs_err::read_to_string(&dest).ok();
+        let out = apply_config(current.as_deref(), config)
+            .map_err(|e| anyhow::anyhow!("Config #{} ({}): {e}", i + 1, config.path))?;
+        if let Some(parent) = dest.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        fs_err::write(&dest, out)?;
+        written += 1;
+    }
+    Ok(written)
 }
 
 /// Poll `http://ADDR/v2/` until it answers 200 or 401.

@@ -1,13 +1,21 @@
 //! One module per verb. Each exposes its clap `Args` and an async `run`.
 
 pub mod agent;
+pub mod apply;
 pub mod build;
 pub mod bundle;
+pub mod check;
+pub mod cluster;
+pub mod delete;
+pub mod exec;
 pub mod images;
 pub mod iso;
+pub mod join;
 pub mod key;
 pub mod registry;
+pub mod reset;
 pub mod run;
+pub mod status;
 pub mod wizard;
 
 use std::process::ExitCode;
@@ -46,6 +54,13 @@ pub async fn dispatch(
         Command::Iso(args) => iso::run(args, &settings, printer).await,
         Command::Key(cmd) => key::run(cmd, &settings, printer).await,
         Command::Run(args) => run::run(args, &settings, printer).await,
+        Command::Apply(args) => apply::run(args, &settings, printer).await,
+        Command::Join(args) => join::run(args, &settings, printer).await,
+        Command::Delete(args) => delete::run(args, &settings, printer).await,
+        Command::Reset(args) => reset::run(args, &settings, printer).await,
+        Command::Check(args) => check::run(args, &settings, printer).await,
+        Command::Exec(args) => exec::run(args, &settings, printer).await,
+        Command::Status(args) => status::run(args, &settings, printer).await,
         Command::Push(args) => registry::push(args, &settings, printer).await,
         Command::Pull(args) => registry::pull(args, &settings, printer).await,
         Command::Login(args) => registry::login(args, &settings, printer).await,

@@ -8,23 +8,19 @@
 //!    events as lines and keeping them in a log file whose path is printed at the end.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context as _;
-
-use super::bad_input;
+use super::{bad_input, cluster};
 use crate::image::BlobSource;
-use crate::image::store::Store;
-use crate::install::{Event, ImagePlan, Install, Reporter, StepState, connect};
+use crate::install::{Event, Reporter, StepState, connect};
 use crate::printer::Printer;
 use crate::remote::known_hosts::KnownHosts;
 use crate::remote::{Remote, RemoteCommand, UploadSource};
 use crate::settings::Settings;
 use crate::spec::clusterfile::{ClusterSpec, Clusterfile};
-use crate::spec::reference::Reference;
 
 /// Flags of `airlock run` (and of `FILE.run install`).
 #[derive(Debug, clap::Args)]
@@ -41,35 +37,10 @@ pub struct RunArgs {
 
 /// Install a cluster from the local store.
 pub async fn run(args: RunArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
-    let store = Store::open(&settings.root)
-        .with_context(|| format!("opening the store {}", settings.root.display()))?;
     let (cf, spec) = read_clusterfile(&args, settings)?;
     let wanted = args.image.clone().unwrap_or_else(|| spec.image.clone());
-    if wanted.is_empty() {
-        return Err(bad_input(
-            "no image: give IMAGE or spec.image in the Clusterfile",
-        ));
-    }
-    let name = super::images::resolve(&store, &wanted)?;
-    let exe = std::env::current_exe().context("locating the airlock binary to put on hosts")?;
-    let len = fs_err::metadata(&exe)?.len();
-    let agent = UploadSource {
-        sha256: Some(sha256_region(&exe, 0, len)?),
-        path: exe,
-        offset: 0,
-        len,
-    };
-    install(
-        cf,
-        spec,
-        Arc::new(store),
-        name,
-        agent,
-        args.yes,
-        settings,
-        printer,
-    )
-    .await
+    let from = cluster::store_source(settings, &wanted)?;
+    cluster::converge(&cf, spec, from, args.yes, settings, printer).await
 }
 
 /// Install a cluster whose image is `image` in `source` (a bundle), putting `agent`
@@ -83,7 +54,12 @@ pub async fn run_from(
     printer: Printer,
 ) -> anyhow::Result<()> {
     let (cf, spec) = read_clusterfile(&args, settings)?;
-    install(cf, spec, source, image, agent, args.yes, settings, printer).await
+    let from = cluster::ImageSource {
+        source,
+        image,
+        agent,
+    };
+    cluster::converge(&cf, spec, from, args.yes, settings, printer).await
 }
 
 fn read_clusterfile(
@@ -93,61 +69,9 @@ fn read_clusterfile(
     let path = args.file.clone().ok_or_else(|| {
         bad_input("no Clusterfile: pass -f Clusterfile (see docs/clusterfile.md)")
     })?;
-    let cf = Clusterfile::read(&path).map_err(bad_input)?;
-    let spec = cf
-        .resolve(&|name| settings.env.get(name).map(str::to_string))
-        .map_err(bad_input)?;
+    let cf = cluster::read_clusterfile(&path)?;
+    let spec = cluster::resolve(&cf, settings)?;
     Ok((cf, spec))
-}
-
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site per entry point; a struct would only rename them"
-)]
-async fn install(
-    _cf: Clusterfile,
-    spec: ClusterSpec,
-    source: Arc<dyn BlobSource>,
-    image: String,
-    agent: UploadSource,
-    yes: bool,
-    settings: &Settings,
-    printer: Printer,
-) -> anyhow::Result<()> {
-    let plan = ImagePlan::read(source.as_ref(), &image).map_err(bad_input)?;
-    let log_path = log_file(settings, &spec.name)?;
-    let reporter = Arc::new(LineReporter::new(printer, &log_path)?);
-    printer.status(format!(
-        "image {} ({} container images) onto {} hosts; checking hosts first",
-        Reference::familiar(&image.parse()?),
-        plan.images.len(),
-        spec.hosts.len()
-    ));
-    let remotes = connect_all(&spec, settings, printer).await?;
-    preflight(&spec, &remotes).await?;
-    confirm(
-        yes,
-        &format!("install {image} onto {} hosts", spec.hosts.len()),
-    )?;
-    let install = Install {
-        spec,
-        plan,
-        source,
-        agent,
-        remotes,
-        reporter: reporter.clone(),
-    };
-    let result = install.run().await;
-    printer.status(format!("log: {}", log_path.display()));
-    result?;
-    printer.result(format!(
-        "installed {} on {} hosts; registry at {}:{}",
-        install.plan.name,
-        install.spec.hosts.len(),
-        install.spec.registry.domain,
-        install.spec.registry.port
-    ));
-    Ok(())
 }
 
 /// Connect to every host; every failure names its host and stops everything.
@@ -213,27 +137,6 @@ pub(crate) async fn preflight(
     }
 }
 
-fn confirm(yes: bool, what: &str) -> anyhow::Result<()> {
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(bad_input(format!(
-            "about to {what}, but there is no terminal to confirm on: pass --yes"
-        )));
-    }
-    let mut err = std::io::stderr();
-    write!(err, "About to {what}. Continue? [y/N] ")?;
-    err.flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        Err(bad_input("cancelled; nothing was changed"))
-    }
-}
-
 pub(crate) fn log_file(settings: &Settings, cluster: &str) -> anyhow::Result<PathBuf> {
     let dir = settings.root.join("clusters").join(cluster).join("logs");
     fs_err::create_dir_all(&dir)?;
@@ -244,7 +147,7 @@ pub(crate) fn log_file(settings: &Settings, cluster: &str) -> anyhow::Result<Pat
     Ok(dir.join(format!("install-{stamp}.log")))
 }
 
-fn sha256_region(path: &Path, offset: u64, len: u64) -> anyhow::Result<String> {
+pub(crate) fn sha256_region(path: &Path, offset: u64, len: u64) -> anyhow::Result<String> {
     use std::io::{Read as _, Seek as _, SeekFrom};
     let mut f = fs_err::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;

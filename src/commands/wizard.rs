@@ -107,6 +107,7 @@ impl WizardEngine for BundleEngine {
             return failed(format!("{e:#}"));
         }
         let install = Install {
+            scale_up: std::collections::BTreeSet::new(),
             spec: spec.clone(),
             plan: self.plan.clone(),
             source: self.bundle.clone() as Arc<dyn BlobSource>,

@@ -11,17 +11,22 @@ use sha2::{Digest as _, Sha256};
 
 use super::event::{Event, Reporter, StepState};
 use super::files;
+use super::render::RenderInput;
+use super::runtime::{
+    GenericRuntime, ImageFiles, MEMBERSHIP_VARS, Runtime, RuntimeAction, script_env,
+};
 use crate::digest::Digest;
 use crate::image::oci::{self, ClusterConfig, Descriptor, ImageIndex};
 use crate::image::{BlobSource, read_blob};
 use crate::remote::{Remote, RemoteCommand, RemoteError, UploadSource};
-use crate::spec::clusterfile::{ClusterSpec, Host};
+use crate::spec::clusterfile::{ClusterSpec, Host, PluginSpec};
 use crate::spec::reference::Reference;
 
 const WRITE_FILE: &str = include_str!("../../installer/write-file.sh");
 const ETC_HOSTS: &str = include_str!("../../installer/etc-hosts.sh");
 const REGISTRY: &str = include_str!("../../installer/registry.sh");
 const MARKERS: &str = include_str!("../../installer/markers.sh");
+const RECORD_DIRS: &str = include_str!("../../installer/record-dirs.sh");
 const LIST_BLOBS: &str = include_str!("../../installer/list-blobs.sh");
 
 /// The steps, in the order they run on a host.
@@ -38,8 +43,76 @@ pub enum StepId {
     Registry,
     /// `/etc/hosts` and containerd mirrors.
     Mirrors,
+    /// The runtime's init script (first master only).
+    Init,
+    /// The runtime's join script (every other host, one at a time).
+    Join,
     /// The image's launch commands (first master only).
     Launch,
+    /// The SHELL plugins of a phase.
+    Plugin(Phase),
+}
+
+/// The phases at which SHELL plugins run (sealer's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// On every host, before airlock touches it.
+    PreInitHost,
+    /// On every host, once the rootfs is unpacked.
+    PostInitHost,
+    /// On every host, before the runtime's init.
+    PreInstall,
+    /// On every host, after the launch.
+    PostInstall,
+    /// On hosts being added, before they join.
+    PreScaleup,
+    /// On hosts being added, after they joined.
+    PostScaleup,
+    /// On a host being removed, before its uninstall.
+    PreCleanHost,
+    /// On a host being removed, after its uninstall (before its data root goes).
+    PostCleanHost,
+}
+
+impl Phase {
+    /// Every phase.
+    pub const ALL: [Self; 8] = [
+        Self::PreInitHost,
+        Self::PostInitHost,
+        Self::PreInstall,
+        Self::PostInstall,
+        Self::PreScaleup,
+        Self::PostScaleup,
+        Self::PreCleanHost,
+        Self::PostCleanHost,
+    ];
+
+    /// sealer's name of the phase (`action:` of a Plugin document).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PreInitHost => "pre-init-host",
+            Self::PostInitHost => "post-init-host",
+            Self::PreInstall => "pre-install",
+            Self::PostInstall => "post-install",
+            Self::PreScaleup => "pre-scaleup",
+            Self::PostScaleup => "post-scaleup",
+            Self::PreCleanHost => "pre-clean-host",
+            Self::PostCleanHost => "post-clean-host",
+        }
+    }
+
+    /// The phase named `name` (sealer also spells some `PreInstall` etc.).
+    pub fn parse(name: &str) -> Option<Self> {
+        let norm: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().replace('-', "") == norm)
+    }
 }
 
 impl StepId {
@@ -51,7 +124,19 @@ impl StepId {
             Self::Unpack => "unpack",
             Self::Registry => "registry",
             Self::Mirrors => "mirrors",
+            Self::Init => "init",
+            Self::Join => "join",
             Self::Launch => "launch",
+            Self::Plugin(p) => match p {
+                Phase::PreInitHost => "plugin-pre-init-host",
+                Phase::PostInitHost => "plugin-post-init-host",
+                Phase::PreInstall => "plugin-pre-install",
+                Phase::PostInstall => "plugin-post-install",
+                Phase::PreScaleup => "plugin-pre-scaleup",
+                Phase::PostScaleup => "plugin-post-scaleup",
+                Phase::PreCleanHost => "plugin-pre-clean-host",
+                Phase::PostCleanHost => "plugin-post-clean-host",
+            },
         }
     }
 }
@@ -102,6 +187,12 @@ pub struct ImagePlan {
     pub images: Vec<Reference>,
     /// The image's metadata.
     pub config: ClusterConfig,
+    /// The rootfs files the engine cares about (scripts, plugins, templates).
+    pub files: ImageFiles,
+    /// The runtime the image's scripts make.
+    pub runtime: GenericRuntime,
+    /// The image's own SHELL plugins (`plugins/*.yaml`).
+    pub plugins: Vec<PluginSpec>,
 }
 
 impl ImagePlan {
@@ -194,6 +285,9 @@ impl ImagePlan {
                 image_blobs.push(d);
             }
         }
+        let files = ImageFiles::scan(source, &manifest).map_err(err)?;
+        let runtime = GenericRuntime::from_image(&files, &config.airlock.labels).map_err(err)?;
+        let plugins = files.plugins().map_err(err)?;
         Ok(Self {
             name: name.to_string(),
             top,
@@ -201,6 +295,9 @@ impl ImagePlan {
             image_blobs,
             images,
             config: config.airlock,
+            files,
+            runtime,
+            plugins,
         })
     }
 }
@@ -219,6 +316,8 @@ pub struct Install {
     pub remotes: BTreeMap<IpAddr, Arc<dyn Remote>>,
     /// Where progress goes.
     pub reporter: Arc<dyn Reporter>,
+    /// Hosts being added to a running cluster: the scale-up plugins run on them.
+    pub scale_up: BTreeSet<IpAddr>,
 }
 
 struct HostCtx<'a> {
@@ -278,24 +377,169 @@ impl Install {
         // Phase 1: everything that does not depend on other hosts.
         let per_host = hosts.iter().map(|h| self.prepare_host(h));
         first_error(join_all(per_host).await)?;
-        // Phase 2: registries, then mirrors everywhere, then launch.
+        // Phase 2: registries, then mirrors everywhere.
         let registries = hosts
             .iter()
             .filter(|h| self.is_registry_host(h.host))
             .map(|h| self.registry(h));
         first_error(join_all(registries).await)?;
         first_error(join_all(hosts.iter().map(|h| self.mirrors(h))).await)?;
+        // Phase 3: the runtime: init on the first master, then joins one at a time.
+        self.each_plugin(&hosts, Phase::PreInstall).await?;
         let first = self.spec.first_master().ip;
+        let scaling: Vec<&HostCtx<'_>> = hosts
+            .iter()
+            .filter(|h| self.scale_up.contains(&h.host.ip))
+            .collect();
+        for h in &scaling {
+            self.plugins(h, Phase::PreScaleup).await?;
+        }
+        if let Some(h) = hosts.iter().find(|h| h.host.ip == first) {
+            self.runtime_step(h, StepId::Init, RuntimeAction::Init)
+                .await?;
+        }
+        let mut joiners: Vec<&HostCtx<'_>> = hosts.iter().filter(|h| h.host.ip != first).collect();
+        joiners.sort_by_key(|h| !h.host.is_master());
+        for h in joiners {
+            self.runtime_step(h, StepId::Join, RuntimeAction::Join)
+                .await?;
+        }
+        for h in &scaling {
+            self.plugins(h, Phase::PostScaleup).await?;
+        }
+        // Phase 4: launch, then the post-install plugins.
         if let Some(h) = hosts.iter().find(|h| h.host.ip == first) {
             self.launch(h).await?;
+        }
+        self.each_plugin(&hosts, Phase::PostInstall).await
+    }
+
+    async fn each_plugin(&self, hosts: &[HostCtx<'_>], phase: Phase) -> Result<(), InstallError> {
+        first_error(join_all(hosts.iter().map(|h| self.plugins(h, phase))).await)
+    }
+
+    /// The SHELL plugins of `phase` whose scope takes `host`: the image's first, then
+    /// the Clusterfile's.
+    fn plugins_for(&self, host: &Host, phase: Phase) -> Vec<&PluginSpec> {
+        self.plan
+            .plugins
+            .iter()
+            .chain(&self.spec.plugins)
+            .filter(|p| plugin_applies(p, host, phase))
+            .collect()
+    }
+
+    async fn plugins(&self, h: &HostCtx<'_>, phase: Phase) -> Result<(), InstallError> {
+        let plugins = self.plugins_for(h.host, phase);
+        if plugins.is_empty() {
+            return Ok(());
+        }
+        let env = self.env_for(h.host);
+        let mut parts: Vec<String> = plugins.iter().map(|p| p.data.clone()).collect();
+        parts.extend(fingerprint_env(&env));
+        let parts_ref: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let cwd = if matches!(phase, Phase::PreInitHost) {
+            "/".to_string()
+        } else {
+            format!("{}/rootfs", self.data_root())
+        };
+        self.step(
+            h,
+            StepId::Plugin(phase),
+            fingerprint(&parts_ref),
+            || async {
+                for p in &plugins {
+                    let mut rc = RemoteCommand::new("sh")
+                        .args(["-c", p.data.as_str()])
+                        .cwd(cwd.as_str())
+                        .sudo();
+                    for (k, v) in &env {
+                        rc = rc.env(k.as_str(), v.as_str());
+                    }
+                    self.run_logged(h, &rc).await?;
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// Run `cmd` on the host, reporting its stdout as log lines.
+    async fn run_logged(&self, h: &HostCtx<'_>, cmd: &RemoteCommand) -> Result<(), RemoteError> {
+        let out = h.remote.check(cmd).await?;
+        for line in out.stdout_text().lines() {
+            self.reporter.event(Event::Log {
+                host: h.host.ip,
+                line: line.to_string(),
+            });
         }
         Ok(())
     }
 
+    /// Every env variable the image's scripts see on `host`.
+    fn env_for(&self, host: &Host) -> Vec<(String, String)> {
+        script_env(&self.spec, &self.plan.config.env, host)
+            .into_iter()
+            .collect()
+    }
+
+    /// The runtime's `action` on a host, as `step`: records its env and uninstall script
+    /// under `<data root>/cluster/` (for `airlock reset`), then runs the script.
+    async fn runtime_step(
+        &self,
+        h: &HostCtx<'_>,
+        step: StepId,
+        action: RuntimeAction,
+    ) -> Result<(), InstallError> {
+        let runtime: &dyn Runtime = &self.plan.runtime;
+        let rootfs = format!("{}/rootfs", self.data_root());
+        let env = self.env_for(h.host);
+        let Some(cmd) = runtime.command(action, &rootfs, &env) else {
+            return Ok(());
+        };
+        let mut parts = vec![
+            self.plan.top.digest.to_string(),
+            runtime.script(action).unwrap_or_default().to_string(),
+        ];
+        parts.extend(fingerprint_env(&env));
+        let parts_ref: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let cluster_dir = format!("{}/cluster", self.data_root());
+        let env_file: String = env
+            .iter()
+            .map(|(k, v)| format!("export {k}={}\n", crate::remote::quote(v)))
+            .collect();
+        let recorded: Vec<(String, String)> = [RuntimeAction::Check, RuntimeAction::Uninstall]
+            .into_iter()
+            .map(|a| {
+                (
+                    format!("{cluster_dir}/{a}"),
+                    runtime.script(a).unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        self.step(h, step, fingerprint(&parts_ref), || async {
+            let remote = h.remote.as_ref();
+            write_file(
+                remote,
+                &format!("{cluster_dir}/runtime.env"),
+                env_file.as_bytes(),
+                "600",
+            )
+            .await?;
+            for (path, script) in &recorded {
+                write_file(remote, path, script.as_bytes(), "600").await?;
+            }
+            self.run_logged(h, &cmd).await
+        })
+        .await
+    }
+
     async fn prepare_host(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
+        self.plugins(h, Phase::PreInitHost).await?;
         self.prepare(h).await?;
         self.blobs(h).await?;
-        self.unpack(h).await
+        self.unpack(h).await?;
+        self.plugins(h, Phase::PostInitHost).await
     }
 
     /// Run `body` unless the host's marker for `step` already holds `fingerprint`.
@@ -467,19 +711,42 @@ impl Install {
     async fn unpack(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
         let root = self.data_root();
         let top = self.plan.top.digest.to_string();
-        self.step(h, StepId::Unpack, fingerprint(&[&top]), || async {
-            let cmd = RemoteCommand::new(format!("{root}/bin/airlock"))
-                .args([
-                    "--root",
-                    &format!("{root}/store"),
-                    "agent",
-                    "unpack",
-                    &self.plan.name,
-                ])
-                .args(["--dest", &format!("{root}/rootfs")])
-                .sudo();
-            h.remote.check(&cmd).await.map(drop)
-        })
+        let render = RenderInput {
+            env: self.env_for(h.host).into_iter().collect(),
+            configs: self.spec.configs.clone(),
+        };
+        let mut stable = render.clone();
+        for k in MEMBERSHIP_VARS {
+            stable.env.remove(k);
+        }
+        let render_json = serde_json::to_vec(&render).unwrap_or_default();
+        let stable_json =
+            String::from_utf8(serde_json::to_vec(&stable).unwrap_or_default()).unwrap_or_default();
+        let needs_render = !render.configs.is_empty()
+            || self.plan.files.paths.iter().any(|p| p.ends_with(".tmpl"));
+        self.step(
+            h,
+            StepId::Unpack,
+            fingerprint(&[&top, &stable_json]),
+            || async {
+                let agent = format!("{root}/bin/airlock");
+                let rootfs = format!("{root}/rootfs");
+                let cmd = RemoteCommand::new(agent.as_str())
+                    .args(["--root", &format!("{root}/store"), "agent", "unpack"])
+                    .arg(self.plan.name.as_str())
+                    .args(["--dest", rootfs.as_str()])
+                    .sudo();
+                h.remote.check(&cmd).await?;
+                if needs_render {
+                    let cmd = RemoteCommand::new(agent.as_str())
+                        .args(["agent", "render", "--rootfs", rootfs.as_str()])
+                        .stdin(render_json.clone())
+                        .sudo();
+                    h.remote.check(&cmd).await?;
+                }
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -524,6 +791,16 @@ impl Install {
                         .sudo(),
                 )
                 .await?;
+            let dirs = files
+                .iter()
+                .filter_map(|(p, _)| p.rsplit_once('/').map(|(d, _)| d.to_string()));
+            h.remote
+                .check(
+                    &RemoteCommand::script(RECORD_DIRS, [self.data_root().to_string()])
+                        .args(dirs)
+                        .sudo(),
+                )
+                .await?;
             for (path, content) in &files {
                 write_file(h.remote.as_ref(), path, content.as_bytes(), "644").await?;
             }
@@ -532,45 +809,16 @@ impl Install {
         .await
     }
 
-    fn launch_env(&self, host: &Host) -> Vec<(String, String)> {
-        let mut env: BTreeMap<String, String> = self.plan.config.env.clone();
-        env.extend(self.spec.env.clone());
-        env.extend(host.env.clone());
-        let ips = |master: bool| {
-            self.spec
-                .hosts
-                .iter()
-                .filter(|h| h.is_master() == master)
-                .map(|h| h.ip.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let reg = &self.spec.registry;
-        env.insert("AIRLOCK_MASTERS".into(), ips(true));
-        env.insert("AIRLOCK_NODES".into(), ips(false));
-        env.insert("AIRLOCK_HOST_IP".into(), host.ip.to_string());
-        env.insert(
-            "AIRLOCK_REGISTRY".into(),
-            format!("{}:{}", reg.domain, reg.port),
-        );
-        env.insert(
-            "AIRLOCK_ROOTFS".into(),
-            format!("{}/rootfs", self.data_root()),
-        );
-        env.insert("AIRLOCK_CLUSTER".into(), self.spec.name.clone());
-        env.into_iter().collect()
-    }
-
     async fn launch(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
         let cmds = if self.spec.cmds.is_empty() {
             self.plan.config.cmds.clone()
         } else {
             self.spec.cmds.clone()
         };
-        let env = self.launch_env(h.host);
+        let env = self.env_for(h.host);
         let mut parts: Vec<String> = vec![self.plan.top.digest.to_string()];
         parts.extend(cmds.iter().cloned());
-        parts.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        parts.extend(fingerprint_env(&env));
         let parts_ref: Vec<&str> = parts.iter().map(String::as_str).collect();
         let rootfs = format!("{}/rootfs", self.data_root());
         self.step(h, StepId::Launch, fingerprint(&parts_ref), || async {
@@ -582,13 +830,7 @@ impl Install {
                 for (k, v) in &env {
                     rc = rc.env(k.as_str(), v.as_str());
                 }
-                let out = h.remote.check(&rc).await?;
-                for line in out.stdout_text().lines() {
-                    self.reporter.event(Event::Log {
-                        host: h.host.ip,
-                        line: line.to_string(),
-                    });
-                }
+                self.run_logged(h, &rc).await?;
             }
             Ok(())
         })
@@ -596,8 +838,30 @@ impl Install {
     }
 }
 
+/// Whether the SHELL plugin `p` runs on `host` at `phase`: its `action` names the
+/// phase and its `scope` (roles separated by `,` or `|`; empty: every host) takes one
+/// of the host's roles.
+fn plugin_applies(p: &PluginSpec, host: &Host, phase: Phase) -> bool {
+    let is_shell = p.kind.is_empty() || p.kind.eq_ignore_ascii_case("shell");
+    let scope = p.scope.as_deref().unwrap_or_default();
+    let in_scope = scope.trim().is_empty()
+        || scope
+            .split([',', '|'])
+            .map(str::trim)
+            .any(|r| host.roles.contains(r));
+    is_shell && Phase::parse(&p.action) == Some(phase) && in_scope
+}
+
+/// `K=V` of every env variable but those that change with membership.
+fn fingerprint_env(env: &[(String, String)]) -> Vec<String> {
+    env.iter()
+        .filter(|(k, _)| !MEMBERSHIP_VARS.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
 /// Write `bytes` to `path` on the host atomically, creating its directory.
-async fn write_file(
+pub(crate) async fn write_file(
     remote: &dyn Remote,
     path: &str,
     bytes: &[u8],

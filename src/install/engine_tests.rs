@@ -1,6 +1,6 @@
 //! Orchestration tests of the engine against recording fakes (no hosts involved).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -34,8 +34,8 @@ fn fixture() -> (tempfile::TempDir, Store) {
         oci::ANNOTATION_IMAGE_REF.into(),
         "docker.io/airlockdemo/hello:1.0".into(),
     );
-    // The rootfs.
-    let layer = put(b"rootfs layer bytes", oci::MEDIA_TYPE_LAYER_ZSTD);
+    // The rootfs: a real zstd tar with runtime scripts, a plugin and a template.
+    let layer = put(&rootfs_layer(), oci::MEDIA_TYPE_LAYER_ZSTD);
     let config = RootfsConfig {
         architecture: "amd64".into(),
         os: "linux".into(),
@@ -66,6 +66,27 @@ fn fixture() -> (tempfile::TempDir, Store) {
     let top = put(&to_json(&index), oci::MEDIA_TYPE_INDEX);
     store.set_ref("docker.io/library/demo:v1", &top).unwrap();
     (dir, store)
+}
+
+const PLUGIN_YAML: &str = "apiVersion: sealer.io/v1\nkind: Plugin\nmetadata: {name: p}\nspec:\n  type: SHELL\n  action: post-install\n  scope: node\n  data: echo image-plugin\n";
+
+fn rootfs_layer() -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let files: [(&str, &[u8]); 5] = [
+        ("scripts/launch.sh", b"echo launch\n"),
+        ("scripts/init.sh", b"echo init\n"),
+        ("scripts/join.sh", b"echo join\n"),
+        ("plugins/p.yaml", PLUGIN_YAML.as_bytes()),
+        ("etc/a.conf.tmpl", b"greeting={{ .GREETING }}\n"),
+    ];
+    for (path, bytes) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, path, bytes).unwrap();
+    }
+    zstd::encode_all(&tar.into_inner().unwrap()[..], 3).unwrap()
 }
 
 fn manifest_bytes(config: &Descriptor, layer: &Descriptor) -> Vec<u8> {
@@ -116,6 +137,7 @@ fn setup(configure: impl Fn(IpAddr, &FakeRemote)) -> Fixture {
         },
         remotes,
         reporter: Arc::new(move |e: Event| sink.lock().unwrap().push(e)),
+        scale_up: BTreeSet::new(),
     };
     Fixture {
         _dir: dir,
@@ -234,9 +256,118 @@ async fn fresh_install_runs_each_step_where_it_belongs() {
             StepId::Unpack,
             StepId::Registry,
             StepId::Mirrors,
+            StepId::Init,
             StepId::Launch
         ]
     );
+}
+
+fn runs_of(fake: &FakeRemote, argv: &[&str]) -> usize {
+    fake.commands().iter().filter(|a| *a == argv).count()
+}
+
+#[tokio::test]
+async fn generic_runtime_inits_the_first_master_and_joins_the_others_in_turn() {
+    let f = setup(|_, _| {});
+    f.install.run().await.unwrap();
+    let master = &f.fakes[&ip("198.18.0.2")];
+    assert_eq!(runs_of(master, &["sh", "scripts/init.sh"]), 1);
+    assert_eq!(runs_of(master, &["sh", "scripts/join.sh"]), 0);
+    for node in ["198.18.0.3", "198.18.0.4"] {
+        let fake = &f.fakes[&ip(node)];
+        assert_eq!(runs_of(fake, &["sh", "scripts/init.sh"]), 0);
+        assert_eq!(runs_of(fake, &["sh", "scripts/join.sh"]), 1);
+        // The image's post-install plugin is scoped to nodes.
+        assert_eq!(runs_of(fake, &["sh", "-c", "echo image-plugin"]), 1);
+    }
+    assert_eq!(runs_of(master, &["sh", "-c", "echo image-plugin"]), 0);
+    // Joins run one at a time, after the init, in host order.
+    let events = f.events.lock().unwrap();
+    let order: Vec<(IpAddr, StepId)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step {
+                host,
+                step: s @ (StepId::Init | StepId::Join),
+                state: StepState::Started | StepState::Done,
+            } => Some((*host, *s)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (ip("198.18.0.2"), StepId::Init),
+            (ip("198.18.0.2"), StepId::Init),
+            (ip("198.18.0.3"), StepId::Join),
+            (ip("198.18.0.3"), StepId::Join),
+            (ip("198.18.0.4"), StepId::Join),
+            (ip("198.18.0.4"), StepId::Join),
+        ]
+    );
+    // The script env follows the contract of docs/runtimes.md.
+    let init = master
+        .calls()
+        .into_iter()
+        .find_map(|c| match c {
+            FakeCall::Run(cmd) if cmd.argv == ["sh", "scripts/init.sh"] => Some(cmd),
+            _ => None,
+        })
+        .unwrap();
+    let env: BTreeMap<String, String> = init.env.iter().cloned().collect();
+    assert_eq!(env["AIRLOCK_ROLE"], "master");
+    assert_eq!(env["AIRLOCK_FIRST_MASTER"], "198.18.0.2");
+    assert_eq!(env["AIRLOCK_MASTERS"], "198.18.0.2");
+    assert_eq!(env["AIRLOCK_REGISTRY"], "sea.hub:5000");
+    assert_eq!(init.cwd.as_deref(), Some("/var/lib/airlock/rootfs"));
+    // Templates are rendered on the host by the agent, with the env on stdin.
+    let render = master
+        .calls()
+        .into_iter()
+        .find_map(|c| match c {
+            FakeCall::Run(cmd) if cmd.argv.iter().any(|a| a == "render") => Some(cmd),
+            _ => None,
+        })
+        .unwrap();
+    let input: crate::install::render::RenderInput =
+        serde_json::from_slice(render.stdin.as_ref().unwrap()).unwrap();
+    assert_eq!(input.env["GREETING"], "hello");
+}
+
+#[tokio::test]
+async fn scaling_up_does_not_redo_the_steps_of_hosts_already_there() {
+    let first = setup(|_, _| {});
+    first.install.run().await.unwrap();
+    let markers: BTreeMap<IpAddr, String> = first
+        .fakes
+        .iter()
+        .map(|(ip, f)| (*ip, markers_written(f)))
+        .collect();
+    // The same hosts plus one more node.
+    let mut second = setup(|ip, fake| {
+        if let Some(m) = markers.get(&ip) {
+            fake.on(&["sh", "-c", MARKERS], FakeReply::exit(0, m));
+        }
+    });
+    let mut new_host = second.install.spec.hosts[2].clone();
+    new_host.ip = ip("198.18.0.9");
+    second.install.spec.hosts.push(new_host);
+    let fake = Arc::new(FakeRemote::new("198.18.0.9"));
+    second
+        .install
+        .remotes
+        .insert(ip("198.18.0.9"), fake.clone());
+    second.install.scale_up.insert(ip("198.18.0.9"));
+    second.install.run().await.unwrap();
+    for f in second.fakes.values() {
+        assert_eq!(
+            f.calls().len(),
+            1,
+            "only the marker read: {:?}",
+            f.commands()
+        );
+    }
+    assert_eq!(runs_of(&fake, &["sh", "scripts/join.sh"]), 1);
 }
 
 #[tokio::test]

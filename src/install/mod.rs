@@ -20,7 +20,11 @@ pub mod connect;
 mod engine;
 mod event;
 mod files;
+pub mod journal;
+pub mod render;
+pub mod runtime;
 
-pub use engine::{ImagePlan, Install, InstallError, StepId};
+pub(crate) use engine::write_file;
+pub use engine::{ImagePlan, Install, InstallError, Phase, StepId};
 pub use event::{Event, Reporter, StepState};
 pub use files::{hosts_toml, mirror_domains};

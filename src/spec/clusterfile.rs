@@ -595,7 +595,86 @@ impl Clusterfile {
             hosts,
             registry,
             data_root,
+            configs: self.configs.iter().map(|c| c.spec.clone()).collect(),
+            plugins: self.plugins.iter().map(|p| p.spec.clone()).collect(),
         })
+    }
+
+    /// The Clusterfile as YAML without any secret: `passwd`, `pkPasswd` and `sudoPasswd`
+    /// are dropped everywhere (`passwdEnv`, `passwdFile` and `pk` name where secrets
+    /// are and stay). This is what airlock keeps as the cluster's state.
+    pub fn to_yaml_without_secrets(&self) -> String {
+        let strip = |s: &mut SshFields| {
+            s.passwd = None;
+            s.pk_passwd = None;
+            s.sudo_passwd = None;
+        };
+        let mut cluster = self.cluster.clone();
+        strip(&mut cluster.spec.ssh);
+        for g in &mut cluster.spec.hosts {
+            if let Some(s) = g.ssh.as_mut() {
+                strip(s);
+            }
+        }
+        let mut docs: Vec<String> = vec![serde_saphyr::to_string(&cluster).unwrap_or_default()];
+        let kinded = |kind: &str, v: serde_json::Value| {
+            let mut v = v;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("apiVersion".into(), "sealer.io/v1".into());
+                o.insert("kind".into(), kind.into());
+            }
+            serde_saphyr::to_string(&v).unwrap_or_default()
+        };
+        for c in &self.configs {
+            docs.push(kinded(
+                "Config",
+                serde_json::to_value(c).unwrap_or_default(),
+            ));
+        }
+        for p in &self.plugins {
+            docs.push(kinded(
+                "Plugin",
+                serde_json::to_value(p).unwrap_or_default(),
+            ));
+        }
+        for v in self.applications.iter().chain(&self.kubeadm) {
+            docs.push(serde_saphyr::to_string(v).unwrap_or_default());
+        }
+        docs.join("---\n")
+    }
+
+    /// Add hosts to the `Cluster` document as a new host group with `roles`.
+    pub fn add_hosts(&mut self, ips: &[IpAddr], roles: &[&str]) {
+        if ips.is_empty() {
+            return;
+        }
+        self.cluster.spec.hosts.push(HostGroup {
+            ips: ips.iter().map(ToString::to_string).collect(),
+            roles: roles.iter().map(|r| (*r).to_string()).collect(),
+            ..HostGroup::default()
+        });
+    }
+
+    /// Remove hosts from the `Cluster` document (ranges holding them are expanded);
+    /// groups left without IPs are dropped.
+    pub fn remove_hosts(&mut self, ips: &[IpAddr]) {
+        for g in &mut self.cluster.spec.hosts {
+            if !g
+                .ips
+                .iter()
+                .any(|t| expand_ips(t).is_ok_and(|list| list.iter().any(|ip| ips.contains(ip))))
+            {
+                continue;
+            }
+            g.ips = g
+                .ips
+                .iter()
+                .flat_map(|t| expand_ips(t).unwrap_or_default())
+                .filter(|ip| !ips.contains(ip))
+                .map(|ip| ip.to_string())
+                .collect();
+        }
+        self.cluster.spec.hosts.retain(|g| !g.ips.is_empty());
     }
 }
 
@@ -770,6 +849,10 @@ pub struct ClusterSpec {
     pub registry: RegistryConfig,
     /// Data root on hosts.
     pub data_root: String,
+    /// `Config` documents, applied to the rootfs at unpack.
+    pub configs: Vec<ConfigSpec>,
+    /// `Plugin` documents, run at their phases.
+    pub plugins: Vec<PluginSpec>,
 }
 
 impl ClusterSpec {
@@ -785,6 +868,24 @@ impl ClusterSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_yaml_has_no_secrets_and_reads_back() {
+        let mut cf = Clusterfile::parse("Clusterfile", SEALER).unwrap();
+        let yaml = cf.to_yaml_without_secrets();
+        assert!(!yaml.contains("s3cret"), "{yaml}");
+        let back = Clusterfile::parse("state", &yaml).unwrap();
+        assert_eq!(back.cluster.spec.hosts, cf.cluster.spec.hosts);
+        assert_eq!(back.configs, cf.configs);
+        assert_eq!(back.plugins, cf.plugins);
+        assert_eq!(back.kubeadm, cf.kubeadm);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        cf.remove_hosts(&[ip("198.18.0.3"), ip("198.18.0.5")]);
+        cf.add_hosts(&[ip("198.18.0.9")], &["node"]);
+        let spec = cf.resolve(&no_env).unwrap();
+        let ips: Vec<String> = spec.hosts.iter().map(|h| h.ip.to_string()).collect();
+        assert_eq!(ips, ["198.18.0.2", "198.18.0.4", "198.18.0.9"]);
+    }
 
     const SEALER: &str = r#"
 apiVersion: sealer.io/v2

@@ -1,0 +1,50 @@
+//! `airlock join --masters IPs --nodes IPs`: add hosts to a cluster.
+//!
+//! 1. Take the Clusterfile (`-f`, or the one kept for the cluster), add the hosts as a
+//!    new group with the cluster's ssh settings.
+//! 2. Converge onto it, as `apply` does: the new hosts are installed and joined one at a
+//!    time; the others skip every finished step.
+
+use std::path::PathBuf;
+
+use super::{bad_input, cluster};
+use crate::printer::Printer;
+use crate::settings::Settings;
+use crate::spec::clusterfile::{ROLE_MASTER, ROLE_NODE};
+
+/// Flags of `airlock join`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example: airlock join --nodes 198.18.0.5,198.18.0.6-198.18.0.7 --yes")]
+pub struct JoinArgs {
+    /// Masters to add (comma-separated IPs or ranges).
+    #[arg(long, value_delimiter = ',')]
+    pub masters: Vec<String>,
+    /// Nodes to add (comma-separated IPs or ranges).
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// The Clusterfile (default: the one kept for the cluster).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// The cluster, when several are recorded.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+/// Add hosts to the cluster.
+pub async fn run(args: JoinArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
+    let masters = cluster::parse_ips(&args.masters, "--masters")?;
+    let nodes = cluster::parse_ips(&args.nodes, "--nodes")?;
+    if masters.is_empty() && nodes.is_empty() {
+        return Err(bad_input("nothing to join: pass --masters or --nodes"));
+    }
+    let mut cf =
+        cluster::clusterfile_or_stored(args.file.as_deref(), args.cluster.as_deref(), settings)?;
+    cf.add_hosts(&masters, &[ROLE_MASTER]);
+    cf.add_hosts(&nodes, &[ROLE_NODE]);
+    let spec = cluster::resolve(&cf, settings)?;
+    let from = cluster::store_source(settings, &spec.image)?;
+    cluster::converge(&cf, spec, from, args.yes, settings, printer).await
+}
