@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod build;
 pub mod bundle;
+pub mod cert;
 pub mod images;
 pub mod iso;
 pub mod key;
@@ -51,6 +52,7 @@ pub async fn dispatch(
         Command::Login(args) => registry::login(args, &settings, printer).await,
         Command::Logout(args) => registry::logout(args, &settings, printer).await,
         Command::Registry(cmd) => registry::run(cmd, &settings, printer).await,
+        Command::Cert(cmd) => cert::run(cmd, &settings, printer).await,
         Command::Agent(cmd) => agent::run(cmd, &settings, printer).await,
     }
 }
