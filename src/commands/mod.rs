@@ -1,6 +1,7 @@
 //! One module per verb. Each exposes its clap `Args` and an async `run`.
 
 pub mod agent;
+pub mod agent_lb;
 pub mod build;
 pub mod bundle;
 pub mod cert;

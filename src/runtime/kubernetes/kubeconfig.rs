@@ -90,7 +90,11 @@ impl Kubeconfig {
                 },
             }],
         };
-        serde_saphyr::to_string(&file).map_err(|e| KubeconfigError::Encode(e.to_string()))
+        // One line per value, as kubeadm writes them, so `grep`-based tools still work.
+        let mut options = serde_saphyr::SerializerOptions::default();
+        options.prefer_block_scalars = false;
+        serde_saphyr::to_string_with_options(&file, options)
+            .map_err(|e| KubeconfigError::Encode(e.to_string()))
     }
 }
 
@@ -187,6 +191,17 @@ mod tests {
             client_key_pem: "KEY".into(),
         };
         let text = config.render().unwrap();
+        let long = Kubeconfig {
+            client_cert_pem: "C".repeat(500),
+            ..config.clone()
+        };
+        let long_text = long.render().unwrap();
+        assert!(
+            long_text
+                .lines()
+                .any(|l| l.trim_start().starts_with("client-certificate-data: Q0ND")),
+            "{long_text}"
+        );
         assert!(
             text.contains("current-context: system:node:node-1@kubernetes"),
             "{text}"

@@ -6,7 +6,7 @@
 //!    reads a layout back to report when each certificate expires.
 //! 2. [`kubeconfig`] writes and reads the kubeconfig files of that layout
 //!    (`admin.conf`, `kubelet.conf`, ...), with the credentials embedded.
-//! 3. `lb` is the TCP load balancer a worker runs on 127.0.0.1:6443 in front of
+//! 3. [`lb`] is the TCP load balancer a worker runs on 127.0.0.1:6443 in front of
 //!    every API server, with HTTPS `/readyz` health checks, so that a cluster needs
 //!    no external load balancer to be highly available.
 //!
@@ -14,5 +14,5 @@
 //! `docs/kubernetes.md` for what is built so far.
 
 pub mod kubeconfig;
-
+pub mod lb;
 pub mod pki;
