@@ -212,24 +212,15 @@ fn check(args: &CheckArgs, printer: Printer) -> anyhow::Result<()> {
 }
 
 fn table(found: &[CertificateStatus]) -> Vec<String> {
-    let width = found
-        .iter()
-        .map(|c| c.path.len())
-        .max()
-        .unwrap_or(0)
-        .max("CERTIFICATE".len());
-    let cn_width = found
-        .iter()
-        .map(|c| c.common_name.len())
-        .max()
-        .unwrap_or(0)
-        .max("SUBJECT".len());
-    let issuer_width = found
-        .iter()
-        .map(|c| c.issuer.len())
-        .max()
-        .unwrap_or(0)
-        .max("(self-signed CA)".len());
+    let widest = |header: &str, values: &mut dyn Iterator<Item = usize>| {
+        values.max().unwrap_or(0).max(header.len())
+    };
+    let width = widest("CERTIFICATE", &mut found.iter().map(|c| c.path.len()));
+    let cn_width = widest("SUBJECT", &mut found.iter().map(|c| c.common_name.len()));
+    let issuer_width = widest(
+        "(self-signed CA)",
+        &mut found.iter().map(|c| c.issuer.len()),
+    );
     let mut lines = vec![format!(
         "{:width$}  {:cn_width$}  {:issuer_width$}  {:20}  RESIDUAL",
         "CERTIFICATE", "SUBJECT", "ISSUER", "EXPIRES"

@@ -410,9 +410,9 @@ pub fn generate(options: &PkiOptions, now: OffsetDateTime) -> Result<Pki, PkiErr
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    let cluster_admins = match options.admin_identity {
-        AdminIdentity::ClusterAdmins => CLUSTER_ADMINS_GROUP,
-        AdminIdentity::Masters => MASTERS_GROUP,
+    let cluster_admins: &[&str] = match options.admin_identity {
+        AdminIdentity::ClusterAdmins => &[CLUSTER_ADMINS_GROUP],
+        AdminIdentity::Masters => &[MASTERS_GROUP],
     };
     // Before 1.29 kubeadm also put its etcd client certificates in system:masters.
     let etcd_clients: &[&str] = match options.admin_identity {
@@ -422,61 +422,61 @@ pub fn generate(options: &PkiOptions, now: OffsetDateTime) -> Result<Pki, PkiErr
     let validity = options.validity;
     let leaf = |spec: Spec<'_>, ca: &Ca| sign(&spec, ca, algorithm, now, validity);
 
-    let apiserver = leaf(
-        Spec {
-            name: "apiserver",
-            common_name: "kube-apiserver",
-            organizations: &[],
-            usages: &server,
-            sans: apiserver_sans(options)?,
-        },
-        &ca,
-    )?;
-    pki.push_pair("pki/apiserver", &apiserver);
-    let kubelet_client = leaf(
-        Spec {
-            name: "apiserver-kubelet-client",
-            common_name: "kube-apiserver-kubelet-client",
-            organizations: &[cluster_admins],
-            usages: &client,
-            sans: Vec::new(),
-        },
-        &ca,
-    )?;
-    pki.push_pair("pki/apiserver-kubelet-client", &kubelet_client);
-    let front_proxy_client = leaf(
-        Spec {
-            name: "front-proxy-client",
-            common_name: "front-proxy-client",
-            organizations: &[],
-            usages: &client,
-            sans: Vec::new(),
-        },
-        &front_proxy_ca,
-    )?;
-    pki.push_pair("pki/front-proxy-client", &front_proxy_client);
-    let healthcheck = leaf(
-        Spec {
-            name: "etcd-healthcheck-client",
-            common_name: "kube-etcd-healthcheck-client",
-            organizations: etcd_clients,
-            usages: &client,
-            sans: Vec::new(),
-        },
-        &etcd_ca,
-    )?;
-    pki.push_pair("pki/etcd/healthcheck-client", &healthcheck);
-    let etcd_client = leaf(
-        Spec {
-            name: "apiserver-etcd-client",
-            common_name: "kube-apiserver-etcd-client",
-            organizations: etcd_clients,
-            usages: &client,
-            sans: Vec::new(),
-        },
-        &etcd_ca,
-    )?;
-    pki.push_pair("pki/apiserver-etcd-client", &etcd_client);
+    let spec = |name, common_name, organizations, usages| Spec {
+        name,
+        common_name,
+        organizations,
+        usages,
+        sans: Vec::new(),
+    };
+    let shared = [
+        (
+            "pki/apiserver",
+            Spec {
+                sans: apiserver_sans(options)?,
+                ..spec("apiserver", "kube-apiserver", &[], &server)
+            },
+            &ca,
+        ),
+        (
+            "pki/apiserver-kubelet-client",
+            spec(
+                "apiserver-kubelet-client",
+                "kube-apiserver-kubelet-client",
+                cluster_admins,
+                &client,
+            ),
+            &ca,
+        ),
+        (
+            "pki/front-proxy-client",
+            spec("front-proxy-client", "front-proxy-client", &[], &client),
+            &front_proxy_ca,
+        ),
+        (
+            "pki/etcd/healthcheck-client",
+            spec(
+                "etcd-healthcheck-client",
+                "kube-etcd-healthcheck-client",
+                etcd_clients,
+                &client,
+            ),
+            &etcd_ca,
+        ),
+        (
+            "pki/apiserver-etcd-client",
+            spec(
+                "apiserver-etcd-client",
+                "kube-apiserver-etcd-client",
+                etcd_clients,
+                &client,
+            ),
+            &etcd_ca,
+        ),
+    ];
+    for (base, spec, issuer) in shared {
+        pki.push_pair(base, &leaf(spec, issuer)?);
+    }
 
     // 3. The service-account key pair.
     let sa = new_key(algorithm)?;
@@ -510,7 +510,7 @@ pub fn generate(options: &PkiOptions, now: OffsetDateTime) -> Result<Pki, PkiErr
     };
     pki.push(
         "admin.conf",
-        kubeconfig("kubernetes-admin", &[cluster_admins], &endpoint)?,
+        kubeconfig("kubernetes-admin", cluster_admins, &endpoint)?,
         true,
     );
     if options.admin_identity == AdminIdentity::ClusterAdmins {
