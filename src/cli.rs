@@ -77,6 +77,9 @@ pub enum Command {
     /// The embedded OCI registry.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
+    /// The cluster PKI: generate it, check when it expires.
+    #[command(subcommand)]
+    Cert(commands::cert::CertCommand),
     /// Node-side helpers that airlock runs on hosts (not for direct use).
     #[command(subcommand, hide = true)]
     Agent(commands::agent::AgentCommand),

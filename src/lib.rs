@@ -10,7 +10,9 @@
 //! 5. [`remote`] runs commands and copies files on hosts over SSH.
 //! 6. [`install`] turns a Clusterfile and an image into a plan and runs it on hosts,
 //!    after [`preflight`] has checked every host read-only.
-//! 7. [`wizard`] is the full-screen terminal face of the same flow.
+//! 7. [`runtime`] holds what a cluster runtime needs beyond the install engine:
+//!    for Kubernetes, the PKI, kubeconfigs and the API server load balancer.
+//! 8. [`wizard`] is the full-screen terminal face of the same flow.
 //!
 //! The binary (`src/main.rs` and [`commands`]) is the only place that prints,
 //! reads the environment or owns the terminal.
@@ -25,6 +27,7 @@ pub mod preflight;
 pub mod printer;
 pub mod registry;
 pub mod remote;
+pub mod runtime;
 pub mod settings;
 pub mod spec;
 pub mod wizard;

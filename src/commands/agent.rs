@@ -46,6 +46,8 @@ pub enum AgentCommand {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Run the API server load balancer (on workers) until SIGINT or SIGTERM.
+    Lb(Box<super::agent_lb::LbArgs>),
 }
 
 /// Run an agent subcommand.
@@ -68,6 +70,7 @@ pub async fn run(cmd: AgentCommand, settings: &Settings, printer: Printer) -> an
             wait_registry(&addr, Duration::from_secs(timeout)).await?;
             printer.status(format!("registry at {addr} is ready"));
         }
+        AgentCommand::Lb(args) => super::agent_lb::run(*args, printer).await?,
     }
     Ok(())
 }

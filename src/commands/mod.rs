@@ -1,9 +1,11 @@
 //! One module per verb. Each exposes its clap `Args` and an async `run`.
 
 pub mod agent;
+pub mod agent_lb;
 pub mod apply;
 pub mod build;
 pub mod bundle;
+pub mod cert;
 pub mod check;
 pub mod cluster;
 pub mod delete;
@@ -66,6 +68,7 @@ pub async fn dispatch(
         Command::Login(args) => registry::login(args, &settings, printer).await,
         Command::Logout(args) => registry::logout(args, &settings, printer).await,
         Command::Registry(cmd) => registry::run(cmd, &settings, printer).await,
+        Command::Cert(cmd) => cert::run(cmd, &settings, printer).await,
         Command::Agent(cmd) => agent::run(cmd, &settings, printer).await,
     }
 }

@@ -7,6 +7,8 @@ mod bundle;
 #[cfg(test)]
 mod e2e;
 #[cfg(test)]
+mod kubernetes;
+#[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
 mod registry;

@@ -1,0 +1,259 @@
+//! `airlock cert ...`: the cluster PKI.
+//!
+//! 1. `cert gen` turns its flags into [`PkiOptions`] (reading `--ca-cert/--ca-key`
+//!    when given), generates the PKI off the async threads (RSA key generation is
+//!    CPU work) and writes kubeadm's layout into `--out`.
+//! 2. `cert check` reads every certificate of a layout and prints when each one
+//!    expires, as a table or as JSON.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use time::OffsetDateTime;
+
+use crate::commands::{OutputArgs, bad_input};
+use crate::printer::Printer;
+use crate::runtime::kubernetes::pki::{
+    self, AdminIdentity, CertificateStatus, ExistingCa, KeyAlgorithm, Node, PkiOptions,
+};
+use crate::settings::Settings;
+
+/// `airlock cert` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum CertCommand {
+    /// Generate a cluster PKI (CAs, certificates, SA keys, kubeconfigs) in kubeadm's layout.
+    Gen(Box<GenArgs>),
+    /// Print when every certificate of a kubeadm layout expires.
+    Check(CheckArgs),
+}
+
+/// Flags of `airlock cert gen`.
+#[derive(Debug, clap::Args)]
+pub struct GenArgs {
+    /// Directory to write into (its `pki/` must not exist yet).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// A control-plane host, `NAME=IP` or `IP` (repeatable; the first runs kubeadm init).
+    #[arg(long = "master", value_name = "[NAME=]IP", required = true)]
+    pub masters: Vec<String>,
+    /// A worker, `NAME=IP` or `IP` (repeatable): gets a kubelet.conf.
+    #[arg(long = "node", value_name = "[NAME=]IP")]
+    pub nodes: Vec<String>,
+    /// Extra SANs for the API server certificate, comma-separated IPs or DNS names.
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub alt_names: Vec<String>,
+    /// The virtual IP of the API servers, added to the API server SANs.
+    #[arg(long, value_name = "IP")]
+    pub vip: Option<IpAddr>,
+    /// The service CIDR; its first address is added to the API server SANs.
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12")]
+    pub service_cidr: String,
+    /// The cluster DNS domain.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub dns_domain: String,
+    /// HOST:PORT that admin.conf, super-admin.conf and kubelet.conf point at.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "apiserver.cluster.local:6443"
+    )]
+    pub endpoint: String,
+    /// The port every API server listens on (controller-manager.conf, scheduler.conf).
+    #[arg(long, value_name = "PORT", default_value_t = 6443)]
+    pub api_port: u16,
+    /// Key algorithm: rsa (RSA-2048) or ecdsa (P-256).
+    #[arg(long, value_name = "ALG", default_value = "rsa")]
+    pub key_algorithm: String,
+    /// The Kubernetes version, e.g. v1.28.4: before 1.29 admin.conf is in
+    /// system:masters and there is no super-admin.conf.
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: Option<String>,
+    /// Use this cluster CA certificate instead of making one (needs --ca-key).
+    #[arg(long, value_name = "FILE", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The private key of --ca-cert (PKCS#8 or PKCS#1 PEM).
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+}
+
+/// Flags of `airlock cert check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The layout to read (e.g. /etc/kubernetes, or a `cert gen --out` directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Run a `cert` subcommand.
+pub async fn run(cmd: CertCommand, _settings: &Settings, printer: Printer) -> anyhow::Result<()> {
+    match cmd {
+        CertCommand::Gen(args) => generate(*args, printer).await,
+        CertCommand::Check(args) => check(&args, printer),
+    }
+}
+
+async fn generate(args: GenArgs, printer: Printer) -> anyhow::Result<()> {
+    let options = options(&args)?;
+    let out = args.out.clone();
+    printer.status(format!(
+        "generating the cluster PKI for {} master(s) and {} worker(s)",
+        options.masters.len(),
+        options.workers.len()
+    ));
+    let now = OffsetDateTime::now_utc();
+    let pki = tokio::task::spawn_blocking(move || pki::generate(&options, now))
+        .await
+        .context("the PKI generator stopped")?
+        .map_err(bad_input_if_options)?;
+    pki.write_to(&out)
+        .map_err(bad_input_if_options)
+        .with_context(|| format!("writing the PKI into {}", out.display()))?;
+    printer.status(format!("wrote {} files", pki.files.len()));
+    printer.result(out.display().to_string());
+    Ok(())
+}
+
+/// Errors that come from what the user gave exit 2; the rest exit 1.
+fn bad_input_if_options(err: pki::PkiError) -> anyhow::Error {
+    use pki::PkiError as E;
+    match err {
+        E::NoMasters
+        | E::InvalidNode(_)
+        | E::InvalidNodeName(_)
+        | E::DuplicateNode(_)
+        | E::InvalidAltName(_)
+        | E::InvalidServiceCidr { .. }
+        | E::InvalidKeyAlgorithm(_)
+        | E::BadCaCert(_)
+        | E::BadCaKey(_)
+        | E::CaKeyMismatch
+        | E::Exists(_) => bad_input(err),
+        other => other.into(),
+    }
+}
+
+fn options(args: &GenArgs) -> anyhow::Result<PkiOptions> {
+    let nodes = |values: &[String], flag: &str| -> anyhow::Result<Vec<Node>> {
+        values
+            .iter()
+            .map(|v| {
+                v.parse::<Node>()
+                    .map_err(|e| bad_input(format!("--{flag} {v}: {e}")))
+            })
+            .collect()
+    };
+    let mut options = PkiOptions::new(nodes(&args.masters, "master")?);
+    options.workers = nodes(&args.nodes, "node")?;
+    options.vip = args.vip;
+    options.alt_names.clone_from(&args.alt_names);
+    options.service_cidr.clone_from(&args.service_cidr);
+    options.dns_domain.clone_from(&args.dns_domain);
+    options.control_plane_endpoint.clone_from(&args.endpoint);
+    options.api_port = args.api_port;
+    options.key_algorithm = args
+        .key_algorithm
+        .parse::<KeyAlgorithm>()
+        .map_err(|e| bad_input(format!("--key-algorithm: {e}")))?;
+    if let Some(version) = &args.kubernetes_version {
+        let (major, minor) = parse_version(version).ok_or_else(|| {
+            bad_input(format!(
+                "--kubernetes-version {version}: write it as v1.29.3 or 1.29"
+            ))
+        })?;
+        options.admin_identity = AdminIdentity::for_version(major, minor);
+    }
+    if let (Some(cert), Some(key)) = (&args.ca_cert, &args.ca_key) {
+        let read = |path: &PathBuf, flag: &str| {
+            fs_err::read_to_string(path).map_err(|e| bad_input(format!("--{flag}: {e}")))
+        };
+        options.ca = Some(ExistingCa {
+            cert_pem: read(cert, "ca-cert")?,
+            key_pem: read(key, "ca-key")?,
+        });
+    }
+    Ok(options)
+}
+
+/// `v1.29.3`, `1.29` -> (1, 29).
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().trim_start_matches('v').split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn check(args: &CheckArgs, printer: Printer) -> anyhow::Result<()> {
+    if !args.dir.is_dir() {
+        return Err(bad_input(format!(
+            "--dir {}: not a directory",
+            args.dir.display()
+        )));
+    }
+    let found = pki::inspect_dir(&args.dir, OffsetDateTime::now_utc())
+        .with_context(|| format!("reading the certificates under {}", args.dir.display()))?;
+    if found.is_empty() {
+        return Err(bad_input(format!(
+            "no certificates (*.crt, *.conf) under {}",
+            args.dir.display()
+        )));
+    }
+    if args.output.is_json() {
+        printer.json(&found);
+    } else {
+        for line in table(&found) {
+            printer.result(line);
+        }
+    }
+    Ok(())
+}
+
+fn table(found: &[CertificateStatus]) -> Vec<String> {
+    let widest = |header: &str, values: &mut dyn Iterator<Item = usize>| {
+        values.max().unwrap_or(0).max(header.len())
+    };
+    let width = widest("CERTIFICATE", &mut found.iter().map(|c| c.path.len()));
+    let cn_width = widest("SUBJECT", &mut found.iter().map(|c| c.common_name.len()));
+    let issuer_width = widest(
+        "(self-signed CA)",
+        &mut found.iter().map(|c| c.issuer.len()),
+    );
+    let mut lines = vec![format!(
+        "{:width$}  {:cn_width$}  {:issuer_width$}  {:20}  RESIDUAL",
+        "CERTIFICATE", "SUBJECT", "ISSUER", "EXPIRES"
+    )];
+    for c in found {
+        let residual = if c.days_left < 0 {
+            "expired".to_string()
+        } else if c.days_left >= 365 {
+            format!("{}y", c.days_left / 365)
+        } else {
+            format!("{}d", c.days_left)
+        };
+        let issuer = if c.is_ca && c.issuer == c.common_name {
+            "(self-signed CA)"
+        } else {
+            c.issuer.as_str()
+        };
+        lines.push(format!(
+            "{:width$}  {:cn_width$}  {:issuer_width$}  {:20}  {residual}",
+            c.path, c.common_name, issuer, c.not_after
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("v1.29.3"), Some((1, 29)));
+        assert_eq!(parse_version("1.28"), Some((1, 28)));
+        assert_eq!(parse_version("latest"), None);
+    }
+}
