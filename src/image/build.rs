@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -36,7 +35,7 @@ use crate::image::oci::{
     RootfsConfig, RootfsDiffIds,
 };
 use crate::image::store::{self, Store};
-use crate::image::tree::{NodeKind, Tree};
+use crate::image::tree::{FileStamp, NodeKind, Tree};
 use crate::image::{ImageFetcher, gc::GcLock};
 use crate::spec::kubefile::{
     self, AppRole, AppSource, Instruction, Kubefile, KubefileError, Located, RunCommand, Span, Word,
@@ -867,24 +866,31 @@ impl Stage<'_> {
     }
 
     /// Cache lookup (by the content of `added`), else write the layer; then add it to the tree.
+    ///
+    /// When every file's digest is known from its stamp, the cache is checked without
+    /// reading anything. Otherwise the layer is written first, taking each file's
+    /// digest on the way, and the cache key is formed after: the context is read once.
     fn apply_layer(&mut self, l: &Located, added: &Tree) -> Result<(), BuildError> {
-        let content = self.content_digest(added)?;
-        self.chain(&[l.instruction.verb(), &l.text, &content.to_string()]);
-        let layers = match self.cached() {
-            Some(layers) => {
-                self.reporter.report(BuildEvent::Cached);
-                layers
+        let verb = l.instruction.verb();
+        let layers = match self.content_digest(added, false)? {
+            Some(content) => {
+                self.chain(&[verb, &l.text, &content.to_string()]);
+                if let Some(layers) = self.cached() {
+                    self.reporter.report(BuildEvent::Cached);
+                    layers
+                } else {
+                    let layers = self.write_layers(added)?;
+                    self.remember(&layers);
+                    layers
+                }
             }
             None => {
-                let layers = layer::write_layers(self.store, added, &[], self.options.threads)
-                    .map_err(failed)?;
+                let layers = self.write_layers(added)?;
+                let content = self
+                    .content_digest(added, true)?
+                    .ok_or_else(|| failed(anyhow::anyhow!("a context file could not be read")))?;
+                self.chain(&[verb, &l.text, &content.to_string()]);
                 self.remember(&layers);
-                for ly in &layers {
-                    self.reporter.report(BuildEvent::Layer {
-                        digest: ly.descriptor.digest.clone(),
-                        size: ly.descriptor.size,
-                    });
-                }
                 layers
             }
         };
@@ -895,7 +901,25 @@ impl Stage<'_> {
         Ok(())
     }
 
-    fn content_digest(&mut self, tree: &Tree) -> Result<Digest, BuildError> {
+    /// Write `added` as layers, remembering the digest of every file read.
+    fn write_layers(&mut self, added: &Tree) -> Result<Vec<BuiltLayer>, BuildError> {
+        let written =
+            layer::write_layers(self.store, added, &[], self.options.threads).map_err(failed)?;
+        for f in written.files {
+            self.stat_cache.record(&f.source, f.stamp, f.digest);
+        }
+        for ly in &written.layers {
+            self.reporter.report(BuildEvent::Layer {
+                digest: ly.descriptor.digest.clone(),
+                size: ly.descriptor.size,
+            });
+        }
+        Ok(written.layers)
+    }
+
+    /// The digest of `tree`'s paths, modes and contents. With `read` false, `None`
+    /// when some file's digest is not known from its stamp.
+    fn content_digest(&mut self, tree: &Tree, read: bool) -> Result<Option<Digest>, BuildError> {
         let mut h = Sha256::new();
         for (path, node) in &tree.nodes {
             h.update(path.as_bytes());
@@ -904,13 +928,20 @@ impl Stage<'_> {
                 NodeKind::Dir => h.update(b"d"),
                 NodeKind::Symlink { target } => h.update(format!("l{target}")),
                 NodeKind::File { source, .. } => {
-                    let d = self.stat_cache.digest(source).map_err(failed)?;
+                    let d = if read {
+                        self.stat_cache.digest(source).map_err(failed)?
+                    } else {
+                        match self.stat_cache.known(source).map_err(failed)? {
+                            Some(d) => d,
+                            None => return Ok(None),
+                        }
+                    };
                     h.update(format!("f{d}"));
                 }
             }
             h.update([0u8]);
         }
-        Ok(Digest::from_hasher(h))
+        Ok(Some(Digest::from_hasher(h)))
     }
 
     fn cache_path(&self) -> PathBuf {
@@ -1077,7 +1108,8 @@ impl Stage<'_> {
             &changes.removed,
             self.options.threads,
         )
-        .map_err(failed)?;
+        .map_err(failed)?
+        .layers;
         self.remember(&layers);
         for ly in &layers {
             self.reporter.report(BuildEvent::Layer {
@@ -1232,12 +1264,16 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 #[derive(Default, Serialize, Deserialize)]
 struct StatCache {
     #[serde(default)]
-    entries: BTreeMap<String, (u64, u64, i64, i64, Digest)>,
+    version: u32,
+    #[serde(default)]
+    entries: BTreeMap<String, (FileStamp, Digest)>,
     #[serde(skip)]
     dirty: bool,
 }
 
 impl StatCache {
+    const VERSION: u32 = 2;
+
     fn path(store: &Store) -> PathBuf {
         store.root().join("cache/build/files.json")
     }
@@ -1245,8 +1281,12 @@ impl StatCache {
     fn load(store: &Store) -> Self {
         fs::read(Self::path(store))
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+            .and_then(|b| serde_json::from_slice::<Self>(&b).ok())
+            .filter(|c| c.version == Self::VERSION)
+            .unwrap_or(Self {
+                version: Self::VERSION,
+                ..Self::default()
+            })
     }
 
     fn save(&self, store: &Store) {
@@ -1261,22 +1301,32 @@ impl StatCache {
         let _ = store::write_atomic(&path, &serde_json::to_vec(self).unwrap_or_default());
     }
 
+    /// The digest of `path` if its stamp is the remembered one (one `stat`, no read).
+    fn known(&self, path: &Path) -> std::io::Result<Option<Digest>> {
+        let stamp = FileStamp::of(&fs::metadata(path)?);
+        Ok(self
+            .entries
+            .get(path.to_string_lossy().as_ref())
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, d)| d.clone()))
+    }
+
+    fn record(&mut self, path: &Path, stamp: FileStamp, digest: Digest) {
+        self.entries
+            .insert(path.to_string_lossy().into_owned(), (stamp, digest));
+        self.dirty = true;
+    }
+
     fn digest(&mut self, path: &Path) -> std::io::Result<Digest> {
-        let meta = fs::metadata(path)?;
-        let key = path.to_string_lossy().into_owned();
-        let stamp = (meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
-        if let Some((ino, size, s, ns, d)) = self.entries.get(&key)
-            && (*ino, *size, *s, *ns) == stamp
-        {
-            return Ok(d.clone());
+        if let Some(d) = self.known(path)? {
+            return Ok(d);
         }
+        let stamp = FileStamp::of(&fs::metadata(path)?);
         let (d, _) = crate::digest::digest_reader(std::io::BufReader::with_capacity(
             1 << 20,
             fs::File::open(path)?,
         ))?;
-        self.entries
-            .insert(key, (stamp.0, stamp.1, stamp.2, stamp.3, d.clone()));
-        self.dirty = true;
+        self.record(path, stamp, d.clone());
         Ok(d)
     }
 }

@@ -9,7 +9,9 @@
 //!    zstd's multi-threaded output does not depend on the thread count, so digests
 //!    are the same on every machine.
 //! 3. Each tar is hashed as it is written (the diff id) and the compressed stream is
-//!    hashed into the store (the layer digest).
+//!    hashed into the store (the layer digest). The two layers are written at once
+//!    on two threads, and each source file is read once: its content digest (for the
+//!    build cache) is taken on the way into the tar.
 //!
 //! Unpacking ([`unpack_layer`]) refuses absolute paths, `..`, links whose target
 //! leaves the directory, and writes through symlinks; it honours whiteouts.
@@ -18,11 +20,12 @@ use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use fs_err as fs;
+use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::image::oci::{self, Descriptor};
 use crate::image::store::{Store, StoreError};
-use crate::image::tree::{NodeKind, Tree};
+use crate::image::tree::{FileStamp, NodeKind, Tree};
 
 /// Uncompressed tar layer.
 pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -89,14 +92,36 @@ pub fn is_compressed(path: &Path) -> io::Result<bool> {
         || m.starts_with(b"PK\x03\x04"))
 }
 
+/// A context file read while writing a layer: its stamp when opened and the digest
+/// of its content, so the build can remember it and not read it again.
+#[derive(Clone, Debug)]
+pub struct FileRead {
+    /// The file on the build host.
+    pub source: PathBuf,
+    /// Its inode, size and mtime when it was opened.
+    pub stamp: FileStamp,
+    /// SHA-256 of its content.
+    pub digest: Digest,
+}
+
+/// What [`write_layers`] wrote.
+#[derive(Clone, Debug, Default)]
+pub struct WrittenLayers {
+    /// The layers, in the order they must be applied.
+    pub layers: Vec<BuiltLayer>,
+    /// Every regular file read, with its content digest.
+    pub files: Vec<FileRead>,
+}
+
 /// Write `changes` (and whiteouts for `removed`) as one or two layers, in the order
-/// they must be applied. Nothing is written for an empty change.
+/// they must be applied. Nothing is written for an empty change. The compressed and
+/// the raw layer are written at the same time, on two threads.
 pub fn write_layers(
     store: &Store,
     changes: &Tree,
     removed: &[String],
     threads: u32,
-) -> Result<Vec<BuiltLayer>, LayerError> {
+) -> Result<WrittenLayers, LayerError> {
     let mut compressible = Tree::default();
     let mut raw = Tree::default();
     for (path, node) in &changes.nodes {
@@ -112,37 +137,92 @@ pub fn write_layers(
             compressible.nodes.insert(path.clone(), node.clone());
         }
     }
-    let mut layers = Vec::new();
-    if !compressible.is_empty() || !removed.is_empty() {
-        let blob = store.blob_writer()?;
-        let mut encoder =
-            zstd::stream::write::Encoder::new(blob, ZSTD_LEVEL).map_err(io_at(store.root()))?;
-        encoder
-            .multithread(threads.max(1))
-            .map_err(io_at(store.root()))?;
-        let mut tar = tar::Builder::new(HashingWriter::new(encoder));
-        append_tree(&mut tar, &compressible, removed)?;
-        let hashing = tar.into_inner().map_err(io_at(store.root()))?;
-        let (diff_id, _, encoder) = hashing.finish();
-        let blob = encoder.finish().map_err(io_at(store.root()))?;
-        let (digest, size) = blob.commit(None, None)?;
-        layers.push(BuiltLayer {
-            descriptor: Descriptor::new(oci::MEDIA_TYPE_LAYER_ZSTD, digest, size),
-            diff_id,
-        });
+    let (compressed, raw) = std::thread::scope(|scope| {
+        let raw = (!raw.is_empty()).then(|| scope.spawn(|| write_raw(store, &raw)));
+        let compressed = (!compressible.is_empty() || !removed.is_empty())
+            .then(|| write_compressed(store, &compressible, removed, threads))
+            .transpose();
+        let raw = match raw {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .map(Some),
+            None => Ok(None),
+        };
+        (compressed, raw)
+    });
+    let mut out = WrittenLayers::default();
+    for (layer, mut files) in [compressed?, raw?].into_iter().flatten() {
+        out.layers.push(layer);
+        out.files.append(&mut files);
     }
-    if !raw.is_empty() {
-        let blob = store.blob_writer()?;
-        let mut tar = tar::Builder::new(blob);
-        append_tree(&mut tar, &raw, &[])?;
-        let blob = tar.into_inner().map_err(io_at(store.root()))?;
-        let (digest, size) = blob.commit(None, None)?;
-        layers.push(BuiltLayer {
-            descriptor: Descriptor::new(MEDIA_TYPE_LAYER_TAR, digest.clone(), size),
-            diff_id: digest,
-        });
+    Ok(out)
+}
+
+/// Buffer in front of the tar writer: large reads from the source files.
+const COPY_BUFFER: usize = 1 << 20;
+
+fn write_compressed(
+    store: &Store,
+    tree: &Tree,
+    removed: &[String],
+    threads: u32,
+) -> Result<(BuiltLayer, Vec<FileRead>), LayerError> {
+    let blob = store.blob_writer()?;
+    let mut encoder =
+        zstd::stream::write::Encoder::new(blob, ZSTD_LEVEL).map_err(io_at(store.root()))?;
+    encoder
+        .multithread(threads.max(1))
+        .map_err(io_at(store.root()))?;
+    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(
+        COPY_BUFFER,
+        HashingWriter::new(encoder),
+    ));
+    let files = append_tree(&mut tar, tree, removed)?;
+    let hashing = tar
+        .into_inner()
+        .and_then(|b| b.into_inner().map_err(io::IntoInnerError::into_error))
+        .map_err(io_at(store.root()))?;
+    let (diff_id, _, encoder) = hashing.finish();
+    let blob = encoder.finish().map_err(io_at(store.root()))?;
+    let (digest, size) = blob.commit(None, None)?;
+    let layer = BuiltLayer {
+        descriptor: Descriptor::new(oci::MEDIA_TYPE_LAYER_ZSTD, digest, size),
+        diff_id,
+    };
+    Ok((layer, files))
+}
+
+fn write_raw(store: &Store, tree: &Tree) -> Result<(BuiltLayer, Vec<FileRead>), LayerError> {
+    let blob = store.blob_writer()?;
+    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(COPY_BUFFER, blob));
+    let files = append_tree(&mut tar, tree, &[])?;
+    let blob = tar
+        .into_inner()
+        .and_then(|b| b.into_inner().map_err(io::IntoInnerError::into_error))
+        .map_err(io_at(store.root()))?;
+    let (digest, size) = blob.commit(None, None)?;
+    let layer = BuiltLayer {
+        descriptor: Descriptor::new(MEDIA_TYPE_LAYER_TAR, digest.clone(), size),
+        diff_id: digest,
+    };
+    Ok((layer, files))
+}
+
+/// Hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
     }
-    Ok(layers)
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -160,7 +240,8 @@ fn append_tree<W: Write>(
     tar: &mut tar::Builder<W>,
     tree: &Tree,
     removed: &[String],
-) -> Result<(), LayerError> {
+) -> Result<Vec<FileRead>, LayerError> {
+    let mut files = Vec::new();
     let mut whiteouts: Vec<String> = removed
         .iter()
         .map(|p| match p.rsplit_once('/') {
@@ -192,8 +273,32 @@ fn append_tree<W: Write>(
             Some((NodeKind::File { source, size }, mode)) => {
                 let mut h = header(tar::EntryType::Regular, mode, *size);
                 let file = fs::File::open(source).map_err(io_at(source))?;
-                tar.append_data(&mut h, path, file.take(*size))
+                let stamp = FileStamp::of(&file.metadata().map_err(io_at(source))?);
+                let mut reader = HashingReader {
+                    inner: file.take(*size),
+                    hasher: Sha256::new(),
+                    count: 0,
+                };
+                tar.append_data(&mut h, path, &mut reader)
                     .map_err(io_at(source))?;
+                if reader.count != *size {
+                    return Err(LayerError::Io {
+                        path: source.clone(),
+                        source: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the file shrank while the layer was written; build again",
+                        ),
+                    });
+                }
+                // A file that changed size since the scan is not remembered: what was
+                // read is not the whole file.
+                if stamp.size() == *size {
+                    files.push(FileRead {
+                        source: source.clone(),
+                        stamp,
+                        digest: Digest::from_hasher(reader.hasher),
+                    });
+                }
             }
             Some((NodeKind::Symlink { target }, mode)) => {
                 let mut h = header(tar::EntryType::Symlink, mode, 0);
@@ -202,7 +307,7 @@ fn append_tree<W: Write>(
         }
     }
     tar.finish().map_err(io_at(here))?;
-    Ok(())
+    Ok(files)
 }
 
 /// A reader of the uncompressed tar of a layer blob.
@@ -431,8 +536,12 @@ mod tests {
         let store1 = Store::open(s1.path()).unwrap();
         let store2 = Store::open(s2.path()).unwrap();
         let tree = tree_of(ctx.path());
-        let one = write_layers(&store1, &tree, &["gone".to_string()], 1).unwrap();
-        let many = write_layers(&store2, &tree, &["gone".to_string()], 3).unwrap();
+        let one = write_layers(&store1, &tree, &["gone".to_string()], 1)
+            .unwrap()
+            .layers;
+        let many = write_layers(&store2, &tree, &["gone".to_string()], 3)
+            .unwrap()
+            .layers;
         assert_eq!(one, many, "thread count changed the digest");
         assert_eq!(one.len(), 2);
         assert_eq!(one[0].descriptor.media_type, oci::MEDIA_TYPE_LAYER_ZSTD);
