@@ -18,6 +18,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use fs_err as fs;
 use sha2::{Digest as _, Sha256};
@@ -209,17 +210,68 @@ fn write_raw(store: &Store, tree: &Tree) -> Result<(BuiltLayer, Vec<FileRead>), 
     Ok((layer, files))
 }
 
-/// Hashes what is read through it.
+/// A buffered reader that hands each chunk it reads to a hashing thread, so a file's
+/// content digest costs no time on the thread writing the layer.
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    chunk: Arc<Vec<u8>>,
+    at: usize,
+    to_hasher: Option<std::sync::mpsc::SyncSender<Arc<Vec<u8>>>>,
     count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    /// Read through `inner`, hashing on a thread of `scope`; the handle gives the digest
+    /// once the reader is dropped.
+    fn new<'scope>(
+        inner: R,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+    ) -> (Self, std::thread::ScopedJoinHandle<'scope, Digest>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+        let hasher = scope.spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in rx {
+                h.update(chunk.as_slice());
+            }
+            Digest::from_hasher(h)
+        });
+        let reader = Self {
+            inner,
+            chunk: Arc::new(Vec::new()),
+            at: 0,
+            to_hasher: Some(tx),
+            count: 0,
+        };
+        (reader, hasher)
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if self.at == self.chunk.len() {
+            let mut chunk = vec![0u8; COPY_BUFFER];
+            let mut filled = 0;
+            while filled < chunk.len() {
+                match self.inner.read(&mut chunk[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            chunk.truncate(filled);
+            self.chunk = Arc::new(chunk);
+            self.at = 0;
+            if filled > 0
+                && let Some(tx) = &self.to_hasher
+            {
+                // The hasher only stops when this reader is dropped.
+                let _ = tx.send(Arc::clone(&self.chunk));
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
         self.count += n as u64;
         Ok(n)
     }
@@ -274,14 +326,18 @@ fn append_tree<W: Write>(
                 let mut h = header(tar::EntryType::Regular, mode, *size);
                 let file = fs::File::open(source).map_err(io_at(source))?;
                 let stamp = FileStamp::of(&file.metadata().map_err(io_at(source))?);
-                let mut reader = HashingReader {
-                    inner: file.take(*size),
-                    hasher: Sha256::new(),
-                    count: 0,
-                };
-                tar.append_data(&mut h, path, &mut reader)
-                    .map_err(io_at(source))?;
-                if reader.count != *size {
+                let (count, digest) = std::thread::scope(|scope| {
+                    let (mut reader, hasher) = HashingReader::new(file.take(*size), scope);
+                    let appended = tar.append_data(&mut h, path, &mut reader);
+                    let count = reader.count;
+                    drop(reader);
+                    let digest = hasher
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    appended.map(|()| (count, digest))
+                })
+                .map_err(io_at(source))?;
+                if count != *size {
                     return Err(LayerError::Io {
                         path: source.clone(),
                         source: io::Error::new(
@@ -296,7 +352,7 @@ fn append_tree<W: Write>(
                     files.push(FileRead {
                         source: source.clone(),
                         stamp,
-                        digest: Digest::from_hasher(reader.hasher),
+                        digest,
                     });
                 }
             }
