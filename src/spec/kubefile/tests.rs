@@ -349,7 +349,11 @@ fn add_takes_a_checksum_for_urls() {
         other => panic!("{other:?}"),
     }
     let e = err("FROM scratch\nADD --checksum=md5:x https://example.test/a bin/\n");
-    assert!(e.to_string().contains("2:5: --checksum=md5:x is not a digest"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("2:5: --checksum=md5:x is not a digest"),
+        "{e}"
+    );
     let e = err("FROM scratch\nCOPY --checksum=sha256:x a bin/\n");
     assert!(e.to_string().contains("COPY takes no flags"), "{e}");
 }
