@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use crate::commands::bad_input;
 use crate::image::ImageFetcher;
 use crate::image::build::{self, BuildEvent, BuildOptions, BuildReporter, ChartRenderer};
+use crate::image::download::Downloader;
 use crate::image::layout::{LayoutFetcher, LocalSource};
 use crate::image::oci::{Descriptor, Platform};
 use crate::image::store::Store;
@@ -158,6 +159,17 @@ impl BuildReporter for Progress {
                     human_size(size)
                 ));
             }
+            BuildEvent::Downloaded {
+                url,
+                digest,
+                size,
+                cached,
+            } => self.line(format!(
+                "  {} {url} ({}, {})",
+                if cached { "current" } else { "downloaded" },
+                human_size(size),
+                &digest.hex()[..12]
+            )),
             BuildEvent::Found { reference, origins } => {
                 self.line(format!("image {reference} (from {})", origins.join(", ")));
             }
@@ -256,6 +268,7 @@ pub async fn run(args: BuildArgs, settings: &Settings, printer: Printer) -> anyh
             )?)
             .map_err(bad_input)?,
         }),
+        downloader: Downloader::new()?,
         helm: helm_available().then(|| Arc::new(Helm) as Arc<dyn ChartRenderer>),
     };
     let bar = std::io::stderr().is_terminal().then(|| {

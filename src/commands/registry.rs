@@ -282,6 +282,9 @@ pub async fn push(args: PushArgs, settings: &Settings, printer: Printer) -> anyh
 /// `airlock pull NAME`.
 pub async fn pull(args: PullArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
     let store = Store::open(&settings.root)?;
+    // Held until the image is named, so `airlock prune` cannot delete blobs in between.
+    let _gc = crate::image::gc::GcLock::shared(&store)
+        .with_context(|| format!("locking the image store {}", settings.root.display()))?;
     let reference = parse_reference(&args.name)?;
     let platforms = args
         .platform

@@ -1,9 +1,11 @@
 //! `airlock build`: a Kubefile and a context in, a cluster image in the store out.
 //!
-//! 1. Parse the Kubefile ([`crate::spec::kubefile`]); resolve `FROM` (scratch or an
-//!    image in the store, whose layers, config and container images are inherited).
+//! 1. Parse the Kubefile ([`crate::spec::kubefile`]); resolve `FROM` (scratch, an
+//!    image in the store, or else one pulled through the [`ImageFetcher`] and named in
+//!    the store; its layers, config and container images are inherited).
 //! 2. For each target platform (`ARCH` set to its architecture) run the
 //!    instructions over a [`Tree`]: `COPY`/`ADD`/`APP`/`RUN` each give a layer
+//!    (`ADD` and `APP` URLs are fetched by [`Downloader`], cached by URL and ETag)
 //!    ([`crate::image::layer`]), the others change the config. Each layer is looked
 //!    up first in the build cache, keyed by the parent key, the instruction as
 //!    substituted and the digest of its content (file digests are remembered by
@@ -19,7 +21,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,13 +31,14 @@ use sha2::{Digest as _, Sha256};
 use crate::digest::Digest;
 use crate::image::cluster::{self, ClusterImage};
 use crate::image::discover::{self, Discovered};
+use crate::image::download::{DownloadError, Downloaded, Downloader};
 use crate::image::layer::{self, BuiltLayer};
 use crate::image::oci::{
     self, AppConfig, ClusterConfig, Descriptor, ImageIndex, ImageManifest, MinResources, Platform,
     RootfsConfig, RootfsDiffIds,
 };
 use crate::image::store::{self, Store};
-use crate::image::tree::{NodeKind, Tree};
+use crate::image::tree::{FileStamp, NodeKind, Tree};
 use crate::image::{ImageFetcher, gc::GcLock};
 use crate::spec::kubefile::{
     self, AppRole, AppSource, Instruction, Kubefile, KubefileError, Located, RunCommand, Span, Word,
@@ -79,6 +81,8 @@ pub struct BuildOptions {
     pub threads: u32,
     /// Where container images come from (registries, local layouts).
     pub fetcher: Arc<dyn ImageFetcher>,
+    /// Fetches `ADD https://...` and `APP NAME https://...` sources.
+    pub downloader: Downloader,
     /// Output of `helm template` per chart path in the rootfs, when the caller ran it.
     pub helm: Option<Arc<dyn ChartRenderer>>,
 }
@@ -129,6 +133,17 @@ pub enum BuildEvent {
         text: String,
         /// Where.
         origin: String,
+    },
+    /// A remote source was fetched (or found current in the cache).
+    Downloaded {
+        /// The URL.
+        url: String,
+        /// Its content digest.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// Whether the server said the cached copy is current.
+        cached: bool,
     },
     /// A container image is being fetched.
     Fetching {
@@ -246,12 +261,14 @@ pub async fn build(
     let parent = if from == "scratch" {
         None
     } else {
-        let name = cluster::resolve_name(store, &from).map_err(|_| {
-            kubefile.error(
-                Span { line: from_span.line, col: from_word.col },
-                format!("base image `{from}` is not in the local store; build or load it first (`airlock images` lists what is there), or use `FROM scratch`"),
-            )
-        })?;
+        let at = Span {
+            line: from_span.line,
+            col: from_word.col,
+        };
+        let name = match cluster::resolve_name(store, &from) {
+            Ok(name) => name,
+            Err(_) => pull_base(store, options, &kubefile, at, &from, reporter).await?,
+        };
         Some(ClusterImage::load(store, &name).map_err(failed)?)
     };
 
@@ -310,7 +327,7 @@ pub async fn build(
         };
         fs::create_dir_all(&stage.workdir).map_err(failed)?;
         stage.start(base.as_ref())?;
-        stage.run_all()?;
+        stage.run_all().await?;
         stages.push(stage.finish());
     }
     stat_cache.save(store);
@@ -453,6 +470,55 @@ pub async fn build(
         descriptor,
         images: images.into_keys().collect(),
     })
+}
+
+/// Pull the base image `from` (not in the store) with every platform it has, through
+/// the caller's fetcher, and name it in the store as its normalised reference.
+async fn pull_base(
+    store: &Store,
+    options: &BuildOptions,
+    kubefile: &Kubefile,
+    at: Span,
+    from: &str,
+    reporter: &dyn BuildReporter,
+) -> Result<String, BuildError> {
+    let reference: Reference = from.parse().map_err(|e| {
+        kubefile.error(
+            at,
+            format!(
+                "base image `{from}` is not an image reference ({e}); write NAME[:TAG] or `scratch`"
+            ),
+        )
+    })?;
+    reporter.report(BuildEvent::Fetching {
+        reference: reference.clone(),
+        index: 1,
+        total: 1,
+    });
+    let descriptor = options
+        .fetcher
+        .fetch(store, &reference, &[])
+        .await
+        .map_err(|e| {
+            let missing = matches!(
+                e.downcast_ref::<crate::registry::client::ClientError>(),
+                Some(crate::registry::client::ClientError::NotFound { .. })
+            );
+            if missing {
+                BuildError::Kubefile(kubefile.error(
+                    at,
+                    format!("base image `{from}` is neither in the local store nor on its registry ({e}); build, load or push it first, or use `FROM scratch`"),
+                ))
+            } else {
+                failed(e.context(format!(
+                    "{}:{}:{}: base image `{from}` is not in the local store and could not be pulled",
+                    kubefile.file, at.line, at.col
+                )))
+            }
+        })?;
+    let name = reference.to_string();
+    store.set_ref(&name, &descriptor).map_err(failed)?;
+    Ok(name)
 }
 
 /// `ARG`s declared before `FROM`, for substituting `FROM` itself.
@@ -607,7 +673,7 @@ impl Stage<'_> {
         Ok(())
     }
 
-    fn run_all(&mut self) -> Result<(), BuildError> {
+    async fn run_all(&mut self) -> Result<(), BuildError> {
         let total = self.kubefile.instructions.len();
         for (i, l) in self.kubefile.instructions.iter().enumerate() {
             self.reporter.report(BuildEvent::Step {
@@ -621,7 +687,7 @@ impl Stage<'_> {
             if matches!(l.instruction, Instruction::From { .. }) {
                 continue;
             }
-            self.step(l)?;
+            self.step(l).await?;
         }
         self.derive_from_labels();
         Ok(())
@@ -662,7 +728,7 @@ impl Stage<'_> {
         }
     }
 
-    fn step(&mut self, l: &Located) -> Result<(), BuildError> {
+    async fn step(&mut self, l: &Located) -> Result<(), BuildError> {
         match &l.instruction {
             Instruction::From { .. } => {}
             Instruction::Arg { name, default } => {
@@ -689,15 +755,18 @@ impl Stage<'_> {
             }
             Instruction::Maintainer(m) => self.config.maintainer = Some(m.clone()),
             Instruction::KubeVersion(r) => self.config.kube_version = Some(r.to_string()),
-            Instruction::Copy { sources, dest } | Instruction::Add { sources, dest } => {
-                self.copy(l, sources, dest)?;
-            }
+            Instruction::Copy { sources, dest } => self.copy(l, sources, dest, None).await?,
+            Instruction::Add {
+                sources,
+                dest,
+                checksum,
+            } => self.copy(l, sources, dest, checksum.as_ref()).await?,
             Instruction::Run(cmd) => self.run(l, cmd)?,
             Instruction::App {
                 role,
                 name,
                 sources,
-            } => self.app(l, *role, name, sources)?,
+            } => self.app(l, *role, name, sources).await?,
             Instruction::AppCmds { name, cmds } => {
                 let app = self.app_mut(l, name)?;
                 app.cmds = cmds.clone();
@@ -835,21 +904,56 @@ impl Stage<'_> {
         Ok((parts.join("/"), is_dir))
     }
 
-    fn copy(&mut self, l: &Located, sources: &[Word], dest: &Word) -> Result<(), BuildError> {
+    async fn copy(
+        &mut self,
+        l: &Located,
+        sources: &[Word],
+        dest: &Word,
+        checksum: Option<&Word>,
+    ) -> Result<(), BuildError> {
         let (dest_path, dest_is_dir) = self.dest(l, dest)?;
+        let is_add = matches!(l.instruction, Instruction::Add { .. });
+        let expected = checksum
+            .map(|w| {
+                w.text
+                    .parse::<Digest>()
+                    .map_err(|e| self.err(l, w.col, e.to_string()))
+            })
+            .transpose()?;
         let mut added = Tree::default();
         let mut files = Vec::new();
+        let mut downloads = Vec::new();
         for w in sources {
-            if w.text.starts_with("http://") || w.text.starts_with("https://") {
-                return Err(self.err(
-                    l,
-                    w.col,
-                    "remote sources are not supported, as builds run offline; download the file into the context and name it by path",
-                ));
+            if is_url(&w.text) {
+                if !is_add {
+                    return Err(self.err(
+                        l,
+                        w.col,
+                        "COPY takes files from the build context; use ADD to download a URL",
+                    ));
+                }
+                downloads.push(self.download(l, w, expected.as_ref()).await?);
+            } else {
+                files.extend(self.sources(l, w)?);
             }
-            files.extend(self.sources(l, w)?);
         }
-        let into_dir = dest_is_dir || files.len() > 1 || self.tree.is_dir(&dest_path);
+        if expected.is_some() && downloads.is_empty() {
+            return Err(self.err(
+                l,
+                l.span.col,
+                "ADD --checksum applies to URL sources only; this ADD has none",
+            ));
+        }
+        let into_dir =
+            dest_is_dir || files.len() + downloads.len() > 1 || self.tree.is_dir(&dest_path);
+        for d in &downloads {
+            let target = if into_dir {
+                join(&dest_path, &d.file_name)
+            } else {
+                dest_path.clone()
+            };
+            added.insert(&target, downloaded_node(d));
+        }
         for f in &files {
             let is_dir = fs::metadata(f).map(|m| m.is_dir()).unwrap_or(false);
             let target = if is_dir || !into_dir {
@@ -860,31 +964,72 @@ impl Stage<'_> {
                     &f.file_name().unwrap_or_default().to_string_lossy(),
                 )
             };
-            let part = added.add_path(f, &target).map_err(failed)?;
-            let _ = part;
+            added.add_path(f, &target).map_err(failed)?;
         }
         self.apply_layer(l, &added)
     }
 
+    /// Fetch the URL in `w` (after substitution), reporting it, and remember the
+    /// blob's digest so the cache check stays stat-only.
+    async fn download(
+        &mut self,
+        l: &Located,
+        w: &Word,
+        expected: Option<&Digest>,
+    ) -> Result<Downloaded, BuildError> {
+        let url = self.sub(l, w)?;
+        let d = self
+            .options
+            .downloader
+            .fetch(self.store, &url, expected)
+            .await
+            .map_err(|e| match e {
+                DownloadError::BadUrl { .. } | DownloadError::Checksum { .. } => {
+                    self.err(l, w.col, e.to_string())
+                }
+                other => failed(
+                    anyhow::Error::new(other)
+                        .context(format!("{}:{}:{}", self.kubefile.file, l.span.line, w.col)),
+                ),
+            })?;
+        let meta = fs::metadata(&d.path).map_err(failed)?;
+        self.stat_cache
+            .record(&d.path, FileStamp::of(&meta), d.digest.clone());
+        self.reporter.report(BuildEvent::Downloaded {
+            url,
+            digest: d.digest.clone(),
+            size: d.size,
+            cached: d.cached,
+        });
+        Ok(d)
+    }
+
     /// Cache lookup (by the content of `added`), else write the layer; then add it to the tree.
+    ///
+    /// When every file's digest is known from its stamp, the cache is checked without
+    /// reading anything. Otherwise the layer is written first, taking each file's
+    /// digest on the way, and the cache key is formed after: the context is read once.
     fn apply_layer(&mut self, l: &Located, added: &Tree) -> Result<(), BuildError> {
-        let content = self.content_digest(added)?;
-        self.chain(&[l.instruction.verb(), &l.text, &content.to_string()]);
-        let layers = match self.cached() {
-            Some(layers) => {
-                self.reporter.report(BuildEvent::Cached);
-                layers
+        let verb = l.instruction.verb();
+        let layers = match self.content_digest(added, false)? {
+            Some(content) => {
+                self.chain(&[verb, &l.text, &content.to_string()]);
+                if let Some(layers) = self.cached() {
+                    self.reporter.report(BuildEvent::Cached);
+                    layers
+                } else {
+                    let layers = self.write_layers(added)?;
+                    self.remember(&layers);
+                    layers
+                }
             }
             None => {
-                let layers = layer::write_layers(self.store, added, &[], self.options.threads)
-                    .map_err(failed)?;
+                let layers = self.write_layers(added)?;
+                let content = self
+                    .content_digest(added, true)?
+                    .ok_or_else(|| failed(anyhow::anyhow!("a context file could not be read")))?;
+                self.chain(&[verb, &l.text, &content.to_string()]);
                 self.remember(&layers);
-                for ly in &layers {
-                    self.reporter.report(BuildEvent::Layer {
-                        digest: ly.descriptor.digest.clone(),
-                        size: ly.descriptor.size,
-                    });
-                }
                 layers
             }
         };
@@ -895,7 +1040,25 @@ impl Stage<'_> {
         Ok(())
     }
 
-    fn content_digest(&mut self, tree: &Tree) -> Result<Digest, BuildError> {
+    /// Write `added` as layers, remembering the digest of every file read.
+    fn write_layers(&mut self, added: &Tree) -> Result<Vec<BuiltLayer>, BuildError> {
+        let written =
+            layer::write_layers(self.store, added, &[], self.options.threads).map_err(failed)?;
+        for f in written.files {
+            self.stat_cache.record(&f.source, f.stamp, f.digest);
+        }
+        for ly in &written.layers {
+            self.reporter.report(BuildEvent::Layer {
+                digest: ly.descriptor.digest.clone(),
+                size: ly.descriptor.size,
+            });
+        }
+        Ok(written.layers)
+    }
+
+    /// The digest of `tree`'s paths, modes and contents. With `read` false, `None`
+    /// when some file's digest is not known from its stamp.
+    fn content_digest(&mut self, tree: &Tree, read: bool) -> Result<Option<Digest>, BuildError> {
         let mut h = Sha256::new();
         for (path, node) in &tree.nodes {
             h.update(path.as_bytes());
@@ -904,13 +1067,20 @@ impl Stage<'_> {
                 NodeKind::Dir => h.update(b"d"),
                 NodeKind::Symlink { target } => h.update(format!("l{target}")),
                 NodeKind::File { source, .. } => {
-                    let d = self.stat_cache.digest(source).map_err(failed)?;
+                    let d = if read {
+                        self.stat_cache.digest(source).map_err(failed)?
+                    } else {
+                        match self.stat_cache.known(source).map_err(failed)? {
+                            Some(d) => d,
+                            None => return Ok(None),
+                        }
+                    };
                     h.update(format!("f{d}"));
                 }
             }
             h.update([0u8]);
         }
-        Ok(Digest::from_hasher(h))
+        Ok(Some(Digest::from_hasher(h)))
     }
 
     fn cache_path(&self) -> PathBuf {
@@ -938,7 +1108,7 @@ impl Stage<'_> {
         let _ = store::write_atomic(&path, &store::to_json(&layers));
     }
 
-    fn app(
+    async fn app(
         &mut self,
         l: &Located,
         role: AppRole,
@@ -963,11 +1133,12 @@ impl Stage<'_> {
             let w = match s {
                 AppSource::Local(w) => w,
                 AppSource::Remote(w) => {
-                    return Err(self.err(
-                        l,
-                        w.col,
-                        "remote app sources are not supported, as builds run offline; download it into the context and write local://PATH",
-                    ));
+                    let d = self.download(l, w, None).await?;
+                    let target = format!("{base}/{}", d.file_name);
+                    kinds.insert(app_kind_of_name(&d.file_name, &d.path, false));
+                    added.insert(&target, downloaded_node(&d));
+                    files.push(target);
+                    continue;
                 }
             };
             for f in self.sources(l, w)? {
@@ -1077,7 +1248,8 @@ impl Stage<'_> {
             &changes.removed,
             self.options.threads,
         )
-        .map_err(failed)?;
+        .map_err(failed)?
+        .layers;
         self.remember(&layers);
         for ly in &layers {
             self.reporter.report(BuildEvent::Layer {
@@ -1136,10 +1308,30 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+fn is_url(text: &str) -> bool {
+    text.starts_with("http://") || text.starts_with("https://")
+}
+
+/// A downloaded file in the rootfs: mode 0644 (as `RUN chmod` can change).
+fn downloaded_node(d: &Downloaded) -> crate::image::tree::Node {
+    crate::image::tree::Node {
+        kind: NodeKind::File {
+            source: d.path.clone(),
+            size: d.size,
+        },
+        mode: 0o644,
+    }
+}
+
 /// The app type of one source: a chart, YAML, a script, or untyped.
 fn app_kind(path: &Path) -> &'static str {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    if path.is_dir() {
+    app_kind_of_name(&name, path, path.is_dir())
+}
+
+/// [`app_kind`] for content at `path` named `name` in the image.
+fn app_kind_of_name(name: &str, path: &Path, is_dir: bool) -> &'static str {
+    if is_dir {
         if path.join("Chart.yaml").is_file() {
             return "helm";
         }
@@ -1232,12 +1424,16 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 #[derive(Default, Serialize, Deserialize)]
 struct StatCache {
     #[serde(default)]
-    entries: BTreeMap<String, (u64, u64, i64, i64, Digest)>,
+    version: u32,
+    #[serde(default)]
+    entries: BTreeMap<String, (FileStamp, Digest)>,
     #[serde(skip)]
     dirty: bool,
 }
 
 impl StatCache {
+    const VERSION: u32 = 2;
+
     fn path(store: &Store) -> PathBuf {
         store.root().join("cache/build/files.json")
     }
@@ -1245,8 +1441,12 @@ impl StatCache {
     fn load(store: &Store) -> Self {
         fs::read(Self::path(store))
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+            .and_then(|b| serde_json::from_slice::<Self>(&b).ok())
+            .filter(|c| c.version == Self::VERSION)
+            .unwrap_or(Self {
+                version: Self::VERSION,
+                ..Self::default()
+            })
     }
 
     fn save(&self, store: &Store) {
@@ -1261,22 +1461,32 @@ impl StatCache {
         let _ = store::write_atomic(&path, &serde_json::to_vec(self).unwrap_or_default());
     }
 
+    /// The digest of `path` if its stamp is the remembered one (one `stat`, no read).
+    fn known(&self, path: &Path) -> std::io::Result<Option<Digest>> {
+        let stamp = FileStamp::of(&fs::metadata(path)?);
+        Ok(self
+            .entries
+            .get(path.to_string_lossy().as_ref())
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, d)| d.clone()))
+    }
+
+    fn record(&mut self, path: &Path, stamp: FileStamp, digest: Digest) {
+        self.entries
+            .insert(path.to_string_lossy().into_owned(), (stamp, digest));
+        self.dirty = true;
+    }
+
     fn digest(&mut self, path: &Path) -> std::io::Result<Digest> {
-        let meta = fs::metadata(path)?;
-        let key = path.to_string_lossy().into_owned();
-        let stamp = (meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
-        if let Some((ino, size, s, ns, d)) = self.entries.get(&key)
-            && (*ino, *size, *s, *ns) == stamp
-        {
-            return Ok(d.clone());
+        if let Some(d) = self.known(path)? {
+            return Ok(d);
         }
+        let stamp = FileStamp::of(&fs::metadata(path)?);
         let (d, _) = crate::digest::digest_reader(std::io::BufReader::with_capacity(
             1 << 20,
             fs::File::open(path)?,
         ))?;
-        self.entries
-            .insert(key, (stamp.0, stamp.1, stamp.2, stamp.3, d.clone()));
-        self.dirty = true;
+        self.record(path, stamp, d.clone());
         Ok(d)
     }
 }

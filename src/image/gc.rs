@@ -1,6 +1,6 @@
 //! Garbage collection of the store, and the lock that keeps it away from builds.
 //!
-//! 1. Commands that write blobs before naming them (`build`, `load`) hold
+//! 1. Commands that write blobs before naming them (`build`, `load`, `pull`) hold
 //!    [`GcLock::shared`] for their whole run.
 //! 2. [`prune`] takes [`GcLock::exclusive`] (so it waits for them) and the store's
 //!    own lock, marks every blob reachable from a named image, and deletes the rest

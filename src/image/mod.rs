@@ -10,6 +10,7 @@
 pub mod build;
 pub mod cluster;
 pub mod discover;
+pub mod download;
 pub mod gc;
 pub mod layer;
 pub mod layout;

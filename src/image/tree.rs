@@ -287,7 +287,7 @@ impl Tree {
 }
 
 /// What identifies a file's content without reading it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileStamp {
     ino: u64,
     size: u64,
@@ -302,6 +302,11 @@ impl FileStamp {
             size: meta.size(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
         }
+    }
+
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 }
 

@@ -146,12 +146,15 @@ pub enum Instruction {
         /// Destination in the rootfs.
         dest: Word,
     },
-    /// `ADD SRC... DEST`: like COPY; local tar archives are extracted.
+    /// `ADD [--checksum=sha256:HEX] SRC... DEST`: like COPY; sources may also be
+    /// `http://` or `https://` URLs, fetched at build time.
     Add {
-        /// Sources relative to the context.
+        /// Sources relative to the context, or URLs.
         sources: Vec<Word>,
         /// Destination in the rootfs.
         dest: Word,
+        /// `--checksum=`: the digest every URL source must have.
+        checksum: Option<Word>,
     },
     /// `RUN`: runs on the build host in the image's working rootfs.
     Run(RunCommand),
@@ -671,6 +674,25 @@ fn parse_from(args: &Args<'_>) -> Result<Instruction, ArgError> {
 
 fn parse_copy(args: &Args<'_>) -> Result<Instruction, ArgError> {
     let mut words = args.list()?;
+    let mut checksum = None;
+    if args.verb == "ADD"
+        && let Some(i) = words.iter().position(|w| w.text.starts_with("--checksum="))
+    {
+        let w = words.remove(i);
+        let text = &w.text["--checksum=".len()..];
+        if text.parse::<crate::digest::Digest>().is_err() {
+            return Err(args.error(
+                w.col,
+                format!(
+                    "--checksum={text} is not a digest; write --checksum=sha256:<64 hex digits>"
+                ),
+            ));
+        }
+        checksum = Some(Word {
+            text: text.to_string(),
+            col: w.col + "--checksum=".len(),
+        });
+    }
     if words.iter().any(|w| w.text.starts_with("--")) {
         let w = words
             .iter()
@@ -701,6 +723,7 @@ fn parse_copy(args: &Args<'_>) -> Result<Instruction, ArgError> {
         Instruction::Add {
             sources: words,
             dest,
+            checksum,
         }
     } else {
         Instruction::Copy {

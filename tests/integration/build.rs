@@ -383,22 +383,296 @@ fn kubefile_errors_exit_2_with_line_and_column() {
             "FROM scratch\nLAUNCH [\"nope\"]\n",
             "LAUNCH names app `nope`, which is not declared",
         ),
-        (
-            "FROM nothing:v1\n",
-            "Kubefile:1:6: base image `nothing:v1` is not in the local store",
-        ),
     ];
-    for (text, needle) in cases {
+    // An empty registry stands in for docker.io, so nothing leaves the machine.
+    let registry = crate::support::DockerRegistry::start(None);
+    let mirror = registry
+        .as_ref()
+        .map(|r| format!("docker.io=http://{}", r.addr));
+    let from_missing = (
+        "FROM nothing:v1\n",
+        "Kubefile:1:6: base image `nothing:v1` is neither in the local store nor on its registry",
+    );
+    for (text, needle) in cases
+        .into_iter()
+        .chain(mirror.is_some().then_some(from_missing))
+    {
         std::fs::write(ctx.path().join("Kubefile"), text).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
             .current_dir(ctx.path())
             .arg("--root")
             .arg(root.path())
             .args(["build", "-f", "Kubefile", "-t", "x:1", "."])
+            .args(
+                mirror
+                    .iter()
+                    .flat_map(|m| ["--registry-mirror", m.as_str()]),
+            )
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
         assert!(stderr.contains(needle), "{text:?}: {stderr}");
     }
+}
+
+/// `python3 -m http.server` on a free loopback port serving `dir`, killed on drop.
+struct FileServer {
+    addr: String,
+    child: std::process::Child,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> Option<Self> {
+        let python = crate::support::require("python3")?;
+        let port = crate::support::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(python)
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self { addr, child };
+        for _ in 0..200 {
+            if crate::support::http_get(&server.addr, "/").is_some() {
+                return Some(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("python3 -m http.server did not start on {}", server.addr);
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn remote_sources_are_downloaded_verified_and_cached() {
+    let served = tempfile::tempdir().unwrap();
+    let Some(server) = FileServer::start(served.path()) else {
+        return;
+    };
+    let tool = b"#!/bin/sh\necho downloaded tool\n".to_vec();
+    std::fs::write(served.path().join("tool"), &tool).unwrap();
+    std::fs::write(
+        served.path().join("web.yaml"),
+        "kind: Pod\nspec:\n  containers:\n    - image: busybox:1.36\n",
+    )
+    .unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let kubefile = |checksum: &str| {
+        format!(
+            "FROM scratch\nADD --checksum={checksum} http://{0}/tool bin/\nAPP web http://{0}/web.yaml\n",
+            server.addr
+        )
+    };
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        kubefile(&Digest::of(&tool).to_string()),
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let ignored = ctx.path().join("ignored");
+    std::fs::write(&ignored, "busybox:1.36\n").unwrap();
+    let build = || {
+        airlock(
+            root.path(),
+            &[
+                "build",
+                "-t",
+                "remote:v1",
+                "--ignored-image-list",
+                ignored.to_str().unwrap(),
+                ctx.path().to_str().unwrap(),
+            ],
+        )
+    };
+    let first = build();
+    let stderr = String::from_utf8_lossy(&first.stderr).into_owned();
+    let d1 = digest_of(&ok(first));
+    assert!(stderr.contains("downloaded http://"), "{stderr}");
+
+    // The content is what the server had, under the URL's file name.
+    let store = Store::open(root.path()).unwrap();
+    let image = ClusterImage::load(&store, "docker.io/library/remote:v1").unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    cluster::unpack_rootfs(&store, image.primary(), rootfs.path()).unwrap();
+    assert_eq!(std::fs::read(rootfs.path().join("bin/tool")).unwrap(), tool);
+    assert!(
+        rootfs
+            .path()
+            .join("application/apps/web/web.yaml")
+            .is_file()
+    );
+    assert_eq!(image.primary().config.airlock.apps[0].kind, "kube");
+    // --ignored-image-list removed the image the app names.
+    assert!(image.container_images.is_empty());
+
+    // Nothing changed: the server answers 304, every step is cached, same digest.
+    let again = build();
+    let stderr = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert_eq!(digest_of(&ok(again)), d1);
+    assert!(
+        stderr.contains("current http://") && stderr.contains("cached"),
+        "{stderr}"
+    );
+
+    // A pinned digest the content does not have: bad input, naming the line.
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        kubefile(&Digest::of(b"something else").to_string()),
+    )
+    .unwrap();
+    let wrong = build();
+    let stderr = String::from_utf8_lossy(&wrong.stderr).into_owned();
+    assert_eq!(wrong.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("Kubefile:2:") && stderr.contains("expects"),
+        "{stderr}"
+    );
+
+    // New content on the server (newer mtime): fetched again, a new image digest.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let tool2 = b"#!/bin/sh\necho version 2\n".to_vec();
+    std::fs::write(served.path().join("tool"), &tool2).unwrap();
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        kubefile(&Digest::of(&tool2).to_string()),
+    )
+    .unwrap();
+    let changed = build();
+    let stderr = String::from_utf8_lossy(&changed.stderr).into_owned();
+    let d2 = digest_of(&ok(changed));
+    assert_ne!(d1, d2);
+    assert!(stderr.contains("downloaded http://"), "{stderr}");
+}
+
+/// `skopeo inspect --raw` of `image` on a plain-HTTP registry: the manifest bytes.
+fn skopeo_raw(image: &str) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn images_from_a_registry_keep_their_digests_and_from_pulls_the_base() {
+    let Some(_) = crate::support::require("skopeo") else {
+        return;
+    };
+    let Some(registry) = crate::support::DockerRegistry::start(None) else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    let layouts = tempfile::tempdir().unwrap();
+    let Some(layout) = crate::support::busybox_layout(layouts.path(), "1.36") else {
+        return;
+    };
+    // Two images in the "docker.io mirror": busybox (wanted) and tools (ignored).
+    for name in ["library/busybox:1.36", "library/tools:2"] {
+        ok(Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{}", layout.dir.display(), layout.tag))
+            .arg(format!("docker://{addr}/{name}"))
+            .output()
+            .unwrap());
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ctx.path().join("manifests")).unwrap();
+    std::fs::write(
+        ctx.path().join("manifests/imageList"),
+        "busybox:1.36\ntools:2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        "FROM scratch\nCOPY manifests manifests\n",
+    )
+    .unwrap();
+    let ignored = ctx.path().join("ignored");
+    std::fs::write(&ignored, "docker.io/library/tools:2\n").unwrap();
+    let mirror = format!("docker.io=http://{addr}");
+    let base = format!("{addr}/team/base:v1");
+    let root = tempfile::tempdir().unwrap();
+    ok(airlock(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            &base,
+            "--registry-mirror",
+            &mirror,
+            "--ignored-image-list",
+            ignored.to_str().unwrap(),
+            ctx.path().to_str().unwrap(),
+        ],
+    ));
+
+    // The container image is stored byte for byte as the registry serves it.
+    let store = Store::open(root.path()).unwrap();
+    let image = ClusterImage::load(&store, &base).unwrap();
+    let refs: Vec<String> = image
+        .container_images
+        .iter()
+        .map(|(r, _)| r.to_string())
+        .collect();
+    assert_eq!(refs, ["docker.io/library/busybox:1.36"]);
+    let raw = skopeo_raw(&format!("{addr}/library/busybox:1.36"));
+    let (_, stored) = &image.container_images[0];
+    assert_eq!(stored.digest, Digest::of(&raw));
+    assert_eq!(std::fs::read(store.blob_path(&stored.digest)).unwrap(), raw);
+
+    // Push the cluster image; a build elsewhere pulls it for FROM.
+    ok(airlock(root.path(), &["push", &base]));
+    let pushed = skopeo_raw(&base);
+    assert_eq!(Digest::of(&pushed), image.descriptor.digest);
+    let child_ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        child_ctx.path().join("Kubefile"),
+        format!("FROM {base}\nLABEL tier=child\n"),
+    )
+    .unwrap();
+    let other_root = tempfile::tempdir().unwrap();
+    ok(airlock(
+        other_root.path(),
+        &[
+            "build",
+            "-t",
+            "child:v1",
+            "--registry-mirror",
+            &mirror,
+            "--ignored-image-list",
+            ignored.to_str().unwrap(),
+            child_ctx.path().to_str().unwrap(),
+        ],
+    ));
+    let other = Store::open(other_root.path()).unwrap();
+    let child = ClusterImage::load(&other, "docker.io/library/child:v1").unwrap();
+    let parent = ClusterImage::load(&other, &base).unwrap();
+    assert_eq!(parent.descriptor.digest, image.descriptor.digest);
+    assert_eq!(
+        child.primary().manifest.layers,
+        image.primary().manifest.layers
+    );
+    assert_eq!(child.container_images, image.container_images);
 }

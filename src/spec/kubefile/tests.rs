@@ -329,3 +329,31 @@ fn version_ranges() {
     assert!(VersionRange::parse(">= ").is_err());
     assert!(VersionRange::parse("1.x.3").is_err());
 }
+
+#[test]
+fn add_takes_a_checksum_for_urls() {
+    let hex = "a".repeat(64);
+    match only(&format!(
+        "ADD --checksum=sha256:{hex} https://example.test/kubectl bin/"
+    )) {
+        Instruction::Add {
+            sources,
+            dest,
+            checksum: Some(c),
+        } => {
+            assert_eq!(texts(&sources), ["https://example.test/kubectl"]);
+            assert_eq!(dest.text, "bin/");
+            assert_eq!(c.text, format!("sha256:{hex}"));
+            assert_eq!(c.col, 5 + "--checksum=".len());
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = err("FROM scratch\nADD --checksum=md5:x https://example.test/a bin/\n");
+    assert!(
+        e.to_string()
+            .contains("2:5: --checksum=md5:x is not a digest"),
+        "{e}"
+    );
+    let e = err("FROM scratch\nCOPY --checksum=sha256:x a bin/\n");
+    assert!(e.to_string().contains("COPY takes no flags"), "{e}");
+}
