@@ -4,6 +4,7 @@
 # and manifest GET latency (p50/p99) on an idle server and while the 16 pull.
 # Usage: tests/bench/registry.sh [path/to/airlock] [pulls per registry, default 48]
 # Needs: docker-registry, curl, python3. Builds target/release/airlock if missing.
+# shellcheck disable=SC2046 # `set -- $(cmd)` splits its fields into $1 $2 ... on purpose
 set -eu
 AIRLOCK=${1:-target/release/airlock}
 PULLS=${2:-48}
@@ -48,15 +49,12 @@ put() {
     echo "sha256:$hex $size"
 }
 head -c 67108864 /dev/urandom >"$WORK/layer"
-# shellcheck disable=SC2046 # "DIGEST SIZE" splits into $1 $2
 set -- $(put "$WORK/layer")
 LAYER=$1
 LAYER_SIZE=$2
 printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s"]}}' "$LAYER" >"$WORK/config"
-# shellcheck disable=SC2046 # "DIGEST SIZE" splits into $1 $2
 set -- $(put "$WORK/config")
 printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' "$1" "$2" "$LAYER" "$LAYER_SIZE" >"$WORK/manifest"
-# shellcheck disable=SC2046 # "DIGEST SIZE" splits into $1 $2
 set -- $(put "$WORK/manifest")
 MANIFEST=$1
 printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"registry.local/bench/blob:v1"}}]}' "$1" "$2" >"$STORE/index.json"
