@@ -112,4 +112,7 @@ pub struct RegistryArgs {
     /// Allow plain HTTP or unverified TLS for HOST[:PORT] (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registry: Vec<String>,
+    /// Trust the CA certificates in FILE (PEM) for registries (repeatable).
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub ca_cert: Vec<std::path::PathBuf>,
 }

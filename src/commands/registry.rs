@@ -1,8 +1,10 @@
 //! The registry verbs: `airlock registry serve`, `push`, `pull`, `login`, `logout`.
 //!
 //! `registry serve`:
-//! 1. Open the store at `--root` and bind `--addr`.
-//! 2. Print the address actually bound (port 0 picks one), so scripts can read it.
+//! 1. Open the store at `--root`, load the htpasswd file and the TLS identity (given
+//!    with `--tls-cert/--tls-key`, or issued by the airlock CA in `--tls-ca-dir`),
+//!    and bind `--addr`.
+//! 2. Print the URL actually bound (port 0 picks one), so scripts can read it.
 //! 3. Serve until Ctrl-C or SIGTERM, then finish the requests in flight and exit 0.
 //!
 //! `push` / `pull`: resolve the names, build a [`RegistryClient`] from the registry
@@ -26,6 +28,7 @@ use crate::registry::auth::{Credentials, DockerConfig};
 use crate::registry::client::{ClientConfig, Mirror, RegistryClient, TransferReporter};
 use crate::registry::htpasswd::Htpasswd;
 use crate::registry::server::{RegistryServer, ServerConfig};
+use crate::registry::tls;
 use crate::remote::Secret;
 use crate::settings::Settings;
 use crate::spec::reference::Reference;
@@ -35,7 +38,7 @@ use crate::spec::reference::Reference;
 pub enum RegistryCommand {
     /// Serve the local store over the OCI distribution API.
     ///
-    /// Example: `airlock registry serve --addr 0.0.0.0:5000 --read-only`
+    /// Example: `airlock registry serve --addr 198.18.0.1:5000 --tls-ca-dir /etc/airlock/ca --read-only`
     Serve(ServeArgs),
 }
 
@@ -54,6 +57,25 @@ pub struct ServeArgs {
     /// Require basic auth from this htpasswd file (bcrypt hashes, `htpasswd -B`).
     #[arg(long, value_name = "FILE")]
     pub htpasswd: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM; needs --tls-key).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_ca_dir"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate issued by the airlock CA in DIR (created there,
+    /// valid 100 years, when missing); clients trust DIR/ca.pem.
+    #[arg(long, value_name = "DIR")]
+    pub tls_ca_dir: Option<PathBuf>,
+    /// Names and addresses the issued certificate is valid for (repeatable; default:
+    /// the --addr IP, or localhost and 127.0.0.1 when it binds every address).
+    #[arg(long, value_name = "NAME|IP", requires = "tls_ca_dir")]
+    pub tls_name: Vec<String>,
 }
 
 /// Run a registry subcommand.
@@ -85,17 +107,66 @@ async fn serve(args: ServeArgs, settings: &Settings, printer: Printer) -> anyhow
     if let Some(path) = &args.htpasswd {
         config.htpasswd = Some(Arc::new(Htpasswd::load(path).map_err(bad_input)?));
     }
+    config.tls = tls_config(&args, addr, &printer)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
-    printer.result(format!("listening on {bound}"));
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    printer.result(format!("listening on {scheme}://{bound}"));
     RegistryServer::new(Arc::new(store), config)
         .serve(listener, shutdown_signal())
         .await
         .context("serving the registry")?;
     printer.status("registry stopped");
     Ok(())
+}
+
+/// The TLS configuration `serve` asked for: the given files, or a certificate the
+/// airlock CA in `--tls-ca-dir` issues (the CA is made first when missing).
+fn tls_config(
+    args: &ServeArgs,
+    addr: std::net::SocketAddr,
+    printer: &Printer,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return Ok(Some(tls::server_config(cert, key).map_err(bad_input)?));
+    }
+    let Some(dir) = &args.tls_ca_dir else {
+        return Ok(None);
+    };
+    let now = std::time::SystemTime::now();
+    let ca = if dir.join(tls::CA_CERT_FILE).exists() {
+        tls::CertificateAuthority::load(dir).map_err(bad_input)?
+    } else {
+        let ca = tls::generate_ca(dir, now)?;
+        printer.status(format!("created the airlock CA {}", ca.cert_path.display()));
+        ca
+    };
+    let names = if args.tls_name.is_empty() {
+        if addr.ip().is_unspecified() {
+            vec!["localhost".to_string(), "127.0.0.1".to_string()]
+        } else {
+            vec![addr.ip().to_string()]
+        }
+    } else {
+        args.tls_name.clone()
+    };
+    let server_dir = dir.join("server");
+    let issued = tls::issue_server_cert(&ca, &names, &server_dir, now).map_err(bad_input)?;
+    printer.status(format!(
+        "serving a certificate for {} issued by {}",
+        names.join(", "),
+        ca.cert_path.display()
+    ));
+    Ok(Some(tls::server_config(
+        &issued.cert_path,
+        &issued.key_path,
+    )?))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -210,7 +281,7 @@ pub(crate) fn client_config(
     Ok(ClientConfig {
         mirrors,
         insecure: args.insecure_registry.clone(),
-        ca_certs: Vec::new(),
+        ca_certs: args.ca_cert.clone(),
         docker_config: Some(docker.path()),
         retries: 3,
     })

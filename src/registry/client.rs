@@ -2,7 +2,9 @@
 //!
 //! 1. [`RegistryClient::new`] takes a [`ClientConfig`]: mirrors (`DOMAIN=URL`),
 //!    insecure hosts, extra CA certificates and the path of Docker's `config.json`
-//!    (credentials). Loopback hosts are insecure by default, as in Docker.
+//!    (credentials). Loopback hosts may speak plain HTTP without being listed, as in
+//!    Docker; TLS is verified (system roots plus the extra CAs) for every host not
+//!    listed as insecure, loopback included.
 //! 2. Each reference resolves to a [`Target`]: a base URL (the mirror, which then gets
 //!    `?ns=DOMAIN` like containerd sends, or the registry itself, probing HTTPS then
 //!    HTTP for insecure hosts), the host whose credentials apply, and the repository.
@@ -106,7 +108,7 @@ pub enum ClientError {
         reason: String,
     },
     /// The request could not be sent or its answer read.
-    #[error("{url}: {source}")]
+    #[error("{url}: {}", describe_http_error(source))]
     Http {
         /// The URL.
         url: String,
@@ -242,6 +244,27 @@ pub struct RegistryClient {
     reporter: Arc<dyn TransferReporter>,
 }
 
+/// A transport error with its causes (reqwest's own message omits them), and what to
+/// do when the registry's certificate is not trusted.
+fn describe_http_error(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    if text.contains("certificate") || text.contains("UnknownIssuer") {
+        text.push_str(
+            " (trust the registry's CA with --ca-cert FILE, or skip checks with --insecure-registry HOST)",
+        );
+    }
+    text
+}
+
 fn http_error(url: &str) -> impl FnOnce(reqwest::Error) -> ClientError + '_ {
     move |source| ClientError::Http {
         url: url.to_string(),
@@ -352,12 +375,18 @@ impl RegistryClient {
         self
     }
 
-    fn is_insecure(&self, host: &str) -> bool {
-        is_loopback(host) || self.config.insecure.iter().any(|h| h == host)
+    /// Whether `host` may be reached over plain HTTP.
+    fn allows_plain_http(&self, host: &str) -> bool {
+        is_loopback(host) || self.skips_verification(host)
+    }
+
+    /// Whether TLS certificates of `host` go unchecked (listed as insecure).
+    fn skips_verification(&self, host: &str) -> bool {
+        self.config.insecure.iter().any(|h| h == host)
     }
 
     fn http(&self, host: &str) -> &reqwest::Client {
-        if self.is_insecure(host) {
+        if self.skips_verification(host) {
             &self.insecure
         } else {
             &self.secure
@@ -371,9 +400,10 @@ impl RegistryClient {
             .or_else(|| self.credentials.as_ref()?.credentials(host))
     }
 
-    /// `scheme://host`: HTTPS, or for insecure hosts whatever answers first (HTTPS, then HTTP).
+    /// `scheme://host`: HTTPS, or for hosts allowed plain HTTP whatever answers
+    /// first (HTTPS, then HTTP).
     async fn base_url(&self, host: &str) -> String {
-        if !self.is_insecure(host) {
+        if !self.allows_plain_http(host) {
             return format!("https://{host}");
         }
         if let Some(scheme) = self.schemes.lock().ok().and_then(|s| s.get(host).copied()) {

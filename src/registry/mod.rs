@@ -5,6 +5,7 @@
 //!    from [`catalog`], pushes go through `upload`, errors through [`error`].
 //! 2. [`client::RegistryClient`] pulls and pushes over HTTP(S) with the auth schemes
 //!    real registries use.
+//! 3. [`tls`] makes the airlock CA and server certificates and the TLS listener.
 
 pub mod auth;
 pub mod catalog;
@@ -12,4 +13,5 @@ pub mod client;
 pub mod error;
 pub mod htpasswd;
 pub mod server;
+pub mod tls;
 mod upload;

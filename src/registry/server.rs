@@ -4,6 +4,7 @@
 //!    bundle) and a [`ServerConfig`]; [`RegistryServer::serve`] runs it on a listener
 //!    until a shutdown future resolves; [`RegistryServer::spawn`] does the same on a
 //!    background task and returns a [`RunningRegistry`] handle (tests, installs).
+//!    With [`ServerConfig::tls`] set, connections go through [`TlsListener`] first.
 //! 2. Every request goes through [`handle`]: it takes a permit (bounding how many
 //!    requests run at once), checks basic auth when an htpasswd file is set, parses the path into a [`Route`] (names may hold
 //!    slashes), checks names, tags and digests, and dispatches.
@@ -25,6 +26,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt as _;
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::net::TcpListener;
@@ -33,6 +35,7 @@ use tokio::sync::{Semaphore, oneshot};
 use super::catalog::{CatalogCache, read_region};
 use super::error::ApiError;
 use super::htpasswd::Htpasswd;
+use super::tls::TlsListener;
 use super::upload::Uploads;
 use crate::digest::Digest;
 use crate::image::oci;
@@ -60,6 +63,9 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Basic auth: every request needs a user of this file; `None` lets anyone in.
     pub htpasswd: Option<Arc<Htpasswd>>,
+    /// Serve HTTPS with this configuration (see [`super::tls::server_config`]);
+    /// `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
@@ -71,6 +77,7 @@ impl ServerConfig {
             max_manifest_bytes: 4 << 20,
             max_concurrent_requests: 512,
             htpasswd: None,
+            tls: None,
         }
     }
 
@@ -121,27 +128,47 @@ impl RegistryServer {
             .with_state(self.state.clone())
     }
 
-    /// Serve on `listener` until `shutdown` resolves, then finish the requests in flight.
+    /// Serve on `listener` (over TLS when [`ServerConfig::tls`] is set) until
+    /// `shutdown` resolves, then finish the requests in flight.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        let router = self.router();
+        match self.state.config.tls.clone() {
+            Some(tls) => {
+                axum::serve(TlsListener::new(listener, tls)?, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
     }
 
     /// Bind `addr` (port 0 picks a free port) and serve on a background task.
     pub async fn spawn(self, addr: SocketAddr) -> io::Result<RunningRegistry> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let scheme = if self.state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(self.serve(listener, async move {
             let _ = stopped.await;
         }));
         Ok(RunningRegistry {
             addr,
+            scheme,
             stop: Some(stop),
             task,
         })
@@ -152,14 +179,15 @@ impl RegistryServer {
 pub struct RunningRegistry {
     /// The address it listens on.
     pub addr: SocketAddr,
+    scheme: &'static str,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<io::Result<()>>,
 }
 
 impl RunningRegistry {
-    /// `http://ADDR`.
+    /// `http://ADDR`, or `https://ADDR` over TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Stop accepting, finish requests in flight, and return how serving ended.

@@ -19,6 +19,9 @@ use airlock::spec::reference::Reference;
 
 use crate::support::{self, Layout};
 
+mod tls;
+mod token;
+
 /// A store holding a cluster image `docker.io/library/demo:v1` whose index has a
 /// rootfs manifest and the busybox layout as container image `busybox:1.36`.
 struct Cluster {

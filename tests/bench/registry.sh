@@ -1,0 +1,166 @@
+#!/bin/sh
+# Serve the same image from airlock's registry and Debian's docker-registry on
+# loopback, then measure each: 16 concurrent pullers of a 64 MiB blob (throughput),
+# and manifest GET latency (p50/p99) on an idle server and while the 16 pull.
+# Usage: tests/bench/registry.sh [path/to/airlock] [pulls per registry, default 48]
+# Needs: docker-registry, curl, python3. Builds target/release/airlock if missing.
+# shellcheck disable=SC2046 # `set -- $(cmd)` splits its fields into $1 $2 ... on purpose
+set -eu
+AIRLOCK=${1:-target/release/airlock}
+PULLS=${2:-48}
+PARALLEL=16
+if [ ! -x "$AIRLOCK" ]; then
+    cargo build --release --quiet
+    AIRLOCK=target/release/airlock
+fi
+for tool in docker-registry curl python3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install it)"; exit 1; }
+done
+WORK=$(mktemp -d)
+AIRLOCK_PID=
+DISTRIBUTION_PID=
+cleanup() {
+    for pid in $AIRLOCK_PID $DISTRIBUTION_PID; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+wait_for() {
+    i=0
+    until curl -fs "http://$1/v2/" >/dev/null 2>&1; do
+        i=$((i + 1))
+        if [ "$i" -gt 2000 ]; then echo "$1 did not answer"; exit 1; fi
+        sleep 0.01
+    done
+}
+
+# The image: one 64 MiB random layer (like a compressed container layer), in an
+# OCI layout that is also an airlock store.
+STORE=$WORK/store
+mkdir -p "$STORE/blobs/sha256"
+put() {
+    hex=$(sha256sum "$1" | cut -d' ' -f1)
+    size=$(stat -c %s "$1")
+    mv "$1" "$STORE/blobs/sha256/$hex"
+    echo "sha256:$hex $size"
+}
+head -c 67108864 /dev/urandom >"$WORK/layer"
+set -- $(put "$WORK/layer")
+LAYER=$1
+LAYER_SIZE=$2
+printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s"]}}' "$LAYER" >"$WORK/config"
+set -- $(put "$WORK/config")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' "$1" "$2" "$LAYER" "$LAYER_SIZE" >"$WORK/manifest"
+set -- $(put "$WORK/manifest")
+MANIFEST=$1
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"registry.local/bench/blob:v1"}}]}' "$1" "$2" >"$STORE/index.json"
+printf '{"imageLayoutVersion":"1.0.0"}' >"$STORE/oci-layout"
+
+# airlock's registry, straight over the store.
+AIRLOCK_ADDR=127.0.0.1:$(free_port)
+"$AIRLOCK" --root "$STORE" registry serve --read-only --addr "$AIRLOCK_ADDR" >/dev/null 2>"$WORK/airlock.log" &
+AIRLOCK_PID=$!
+wait_for "$AIRLOCK_ADDR"
+
+# docker-registry, filled by pushing the same image with airlock's client.
+DISTRIBUTION_ADDR=127.0.0.1:$(free_port)
+cat >"$WORK/registry.yml" <<EOF
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $WORK/distribution
+http:
+  addr: $DISTRIBUTION_ADDR
+EOF
+docker-registry serve "$WORK/registry.yml" >/dev/null 2>"$WORK/distribution.log" &
+DISTRIBUTION_PID=$!
+wait_for "$DISTRIBUTION_ADDR"
+"$AIRLOCK" --root "$STORE" push registry.local/bench/blob:v1 "$DISTRIBUTION_ADDR/bench/blob:v1" \
+    --docker-config "$WORK/docker" >/dev/null 2>"$WORK/push.log" || { cat "$WORK/push.log"; exit 1; }
+
+ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json'
+for addr in "$AIRLOCK_ADDR" "$DISTRIBUTION_ADDR"; do
+    got=$(curl -fsI -H "$ACCEPT" "http://$addr/v2/bench/blob/manifests/v1" | tr -d '\r' |
+        sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p')
+    [ "$got" = "$MANIFEST" ] || { echo "$addr serves manifest $got, expected $MANIFEST"; exit 1; }
+done
+
+cat >"$WORK/latency.py" <<'EOF'
+# latency.py ADDR COUNT [STOPFILE]: sequential manifest GETs on one keep-alive
+# connection; prints "p50 p99 count" in milliseconds. Stops early once STOPFILE exists.
+import http.client, os, sys, time
+addr, count = sys.argv[1], int(sys.argv[2])
+stop = sys.argv[3] if len(sys.argv) > 3 else None
+host, port = addr.rsplit(":", 1)
+conn = http.client.HTTPConnection(host, int(port), timeout=30)
+headers = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+samples = []
+for i in range(count):
+    if stop and i % 10 == 0 and os.path.exists(stop):
+        break
+    start = time.perf_counter()
+    conn.request("GET", "/v2/bench/blob/manifests/v1", headers=headers)
+    response = conn.getresponse()
+    response.read()
+    samples.append((time.perf_counter() - start) * 1000)
+    if response.status != 200:
+        sys.exit("manifest GET answered %d" % response.status)
+samples.sort()
+pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
+print("%.2f %.2f %d" % (pick(0.50), pick(0.99), len(samples)))
+EOF
+
+# pull ADDR: PULLS downloads of the blob, PARALLEL at a time; prints MB/s
+# (10^6 bytes). Fails when any download is short.
+pull() {
+    start=$(date +%s.%N)
+    seq 1 "$PULLS" | timeout 600 xargs -P "$PARALLEL" -I{} \
+        curl -fs --max-time 300 -o /dev/null -w '%{size_download}\n' \
+        "http://$1/v2/bench/blob/blobs/$LAYER" >"$WORK/sizes"
+    end=$(date +%s.%N)
+    bad=$(grep -vc "^$LAYER_SIZE\$" "$WORK/sizes" || true)
+    if [ "$bad" != 0 ] || [ "$(wc -l <"$WORK/sizes")" != "$PULLS" ]; then
+        echo "$1: short downloads"
+        exit 1
+    fi
+    echo "$PULLS * $LAYER_SIZE / ($end - $start) / 1000000" | bc -l | xargs printf '%.0f'
+}
+
+# loaded ADDR: manifest latency while PARALLEL pullers run; prints "MB/s p50 p99 n".
+loaded() {
+    rm -f "$WORK/stop"
+    python3 "$WORK/latency.py" "$1" 20000 "$WORK/stop" >"$WORK/loaded" &
+    probe=$!
+    mbps=$(pull "$1")
+    touch "$WORK/stop"
+    wait "$probe"
+    echo "$mbps $(cat "$WORK/loaded")"
+}
+
+# warm the page cache and the connections, then measure each twice, interleaved
+curl -fs -o /dev/null "http://$AIRLOCK_ADDR/v2/bench/blob/blobs/$LAYER"
+curl -fs -o /dev/null "http://$DISTRIBUTION_ADDR/v2/bench/blob/blobs/$LAYER"
+set -- $(python3 "$WORK/latency.py" "$AIRLOCK_ADDR" 2000)
+A_IDLE="$1 / $2"
+set -- $(python3 "$WORK/latency.py" "$DISTRIBUTION_ADDR" 2000)
+D_IDLE="$1 / $2"
+set -- $(loaded "$AIRLOCK_ADDR")
+A1=$1; A_LOAD1="$2 / $3 (n=$4)"
+set -- $(loaded "$DISTRIBUTION_ADDR")
+D1=$1; D_LOAD1="$2 / $3 (n=$4)"
+set -- $(loaded "$AIRLOCK_ADDR")
+A2=$1; A_LOAD2="$2 / $3 (n=$4)"
+set -- $(loaded "$DISTRIBUTION_ADDR")
+D2=$1; D_LOAD2="$2 / $3 (n=$4)"
+
+echo "image: one $LAYER_SIZE-byte blob; $PULLS pulls, $PARALLEL at a time, per round"
+printf '%-16s | %-14s | %-20s | %-26s | %-26s\n' registry "MB/s (2 runs)" "idle p50/p99 ms" "loaded p50/p99 ms, run 1" "loaded p50/p99 ms, run 2"
+printf '%-16s | %-14s | %-20s | %-26s | %-26s\n' airlock "$A1, $A2" "$A_IDLE" "$A_LOAD1" "$A_LOAD2"
+printf '%-16s | %-14s | %-20s | %-26s | %-26s\n' docker-registry "$D1, $D2" "$D_IDLE" "$D_LOAD1" "$D_LOAD2"
+echo "throughput ratio airlock/docker-registry: $(echo "($A1 + $A2) / ($D1 + $D2)" | bc -l | xargs printf '%.2f')"
