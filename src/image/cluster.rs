@@ -82,11 +82,9 @@ pub fn open_blob(source: &dyn BlobSource, digest: &Digest) -> Result<impl Read, 
     Ok(f.take(loc.size))
 }
 
-/// Read a whole (small) blob of `source`.
+/// Read a whole (small) blob of `source`, verified against its digest.
 pub fn read_blob(source: &dyn BlobSource, digest: &Digest) -> Result<Vec<u8>, ClusterImageError> {
-    let mut out = Vec::new();
-    open_blob(source, digest)?.read_to_end(&mut out)?;
-    Ok(out)
+    Ok(super::read_blob(source, digest)?)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(

@@ -74,21 +74,12 @@ impl BlobSource for LayoutDir {
     }
 
     fn locate(&self, digest: &Digest) -> io::Result<Option<BlobLocation>> {
-        let path = self
-            .root
-            .join("blobs")
-            .join(digest.algorithm())
-            .join(digest.hex());
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(BlobLocation {
-                path,
-                offset: 0,
-                size: m.len(),
-            })),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        BlobLocation::whole_file(
+            self.root
+                .join("blobs")
+                .join(digest.algorithm())
+                .join(digest.hex()),
+        )
     }
 }
 

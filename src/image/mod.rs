@@ -37,6 +37,22 @@ pub struct BlobLocation {
     pub size: u64,
 }
 
+impl BlobLocation {
+    /// The whole of the regular file at `path`, or `None` when there is none.
+    pub fn whole_file(path: PathBuf) -> io::Result<Option<Self>> {
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(Self {
+                path,
+                offset: 0,
+                size: m.len(),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Anything that holds named images and their blobs: the local [`store::Store`], a
 /// bundle file, or an unpacked install on a node. The registry serves any of them.
 pub trait BlobSource: Send + Sync + 'static {
@@ -52,17 +68,7 @@ impl BlobSource for store::Store {
     }
 
     fn locate(&self, digest: &Digest) -> io::Result<Option<BlobLocation>> {
-        let path = self.blob_path(digest);
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(BlobLocation {
-                path,
-                offset: 0,
-                size: m.len(),
-            })),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        BlobLocation::whole_file(self.blob_path(digest))
     }
 }
 
