@@ -38,6 +38,26 @@ pub enum AgentCommand {
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+    /// Receive blobs into a store while passing them on to the next node (fan-out).
+    /// Reads the one-time token and the wanted blobs on stdin; prints one status
+    /// line per event on stdout (see `airlock::distribute::protocol`).
+    Relay {
+        /// Where to listen (`0.0.0.0:0` picks a free port, printed on stdout).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The node's store (`<data root>/store`).
+        #[arg(long)]
+        store: PathBuf,
+        /// Read the token from stdin (the only way: tokens never go in argv).
+        #[arg(long, required = true)]
+        token_stdin: bool,
+        /// Give up when nobody connects, or nothing arrives, for this many seconds.
+        #[arg(long, default_value_t = 60)]
+        idle_timeout: u64,
+        /// Limit in seconds for connecting to the next node.
+        #[arg(long, default_value_t = 5)]
+        connect_timeout: u64,
+    },
 }
 
 /// Run an agent subcommand.
@@ -52,6 +72,42 @@ pub async fn run(cmd: AgentCommand, settings: &Settings, printer: Printer) -> an
             wait_registry(&addr, Duration::from_secs(timeout)).await?;
             printer.status(format!("registry at {addr} is ready"));
         }
+        AgentCommand::Relay {
+            listen,
+            store,
+            token_stdin: _,
+            idle_timeout,
+            connect_timeout,
+        } => relay(listen, store, idle_timeout, connect_timeout, printer).await?,
+    }
+    Ok(())
+}
+
+async fn relay(
+    listen: std::net::SocketAddr,
+    store: PathBuf,
+    idle_timeout: u64,
+    connect_timeout: u64,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    use crate::distribute::{protocol::RelayRequest, relay};
+    let mut text = String::new();
+    tokio::io::stdin()
+        .read_to_string(&mut text)
+        .await
+        .context("reading the relay request on stdin")?;
+    let request = RelayRequest::parse(&text).map_err(super::bad_input)?;
+    let config = relay::RelayConfig {
+        store,
+        idle_timeout: Duration::from_secs(idle_timeout),
+        connect_timeout: Duration::from_secs(connect_timeout),
+    };
+    let (_, failed) = relay::relay(listen, &request, &config, &mut |line| {
+        printer.result(line.to_string());
+    })
+    .await?;
+    if failed > 0 {
+        anyhow::bail!("{failed} blobs did not arrive");
     }
     Ok(())
 }
