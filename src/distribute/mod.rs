@@ -774,3 +774,6 @@ async fn ssh_fallback(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
