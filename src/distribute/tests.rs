@@ -188,7 +188,7 @@ async fn a_partial_blob_resumes_from_the_smallest_offset() {
     let (_, sent) = ship_to(
         &[&n1, &n2],
         &token,
-        &[a.clone()],
+        std::slice::from_ref(&a),
         &[vec![true, true]],
         vec![1_000_000],
     )
@@ -227,7 +227,7 @@ async fn corrupted_bytes_are_rejected_and_not_renamed() {
     ship_to(
         &[&n1, &n2],
         &token,
-        &[a.clone()],
+        std::slice::from_ref(&a),
         &[vec![true, true]],
         vec![0],
     )
@@ -285,7 +285,7 @@ async fn an_unreachable_next_hop_ends_the_chain_there() {
     let (reach, _) = ship_to(
         &[&n1, &gone],
         &token,
-        &[a.clone()],
+        std::slice::from_ref(&a),
         &[vec![true, true]],
         vec![0],
     )
