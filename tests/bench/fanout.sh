@@ -5,7 +5,8 @@
 # Knobs (env): FANOUT_NS="4 8 16" (host counts), FANOUT_MIB=256 (payload),
 #   FANOUT_RATE=200mbit, FANOUT_ANSIBLE_MAX=8 and FANOUT_SCP_MAX=16 (largest N
 #   those tools run at: ansible takes minutes at 16), FANOUT_LIMIT=900 (seconds
-#   allowed per command). Needs root (the testbed) and `pip install ansible-core`.
+#   allowed per command), FANOUT_ANSIBLE_FORKS (default N: every host at once;
+#   ansible's own default is 5). Needs root (the testbed) and `pip install ansible-core`.
 # Every time is wall-clock for the whole command (SSH connects included). The
 # airlock binary is placed on the hosts first (the install's prepare step) and
 # not timed; its fan-out time is for the blob step alone.
@@ -73,7 +74,7 @@ ansible_all() {
     # Ansible's own SSH defaults (ControlPersist, -C) stay; the hosts' python is
     # named because discovery would pick the machine's pyenv shims.
     ANSIBLE_HOST_KEY_CHECKING=False timeout "$LIMIT" ansible all -i "$WORK/inventory" \
-        -u root --private-key "$KEY" -f "$N" --ssh-common-args="-o UserKnownHostsFile=$KNOWN" \
+        -u root --private-key "$KEY" -f "${FANOUT_ANSIBLE_FORKS:-$N}" --ssh-common-args="-o UserKnownHostsFile=$KNOWN" \
         -e ansible_python_interpreter=/usr/bin/python3 \
         -m copy -a "src=$WORK/payload dest=/root/payload-ansible"
 }
