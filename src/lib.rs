@@ -8,11 +8,12 @@
 //!    pulls container images from registries into the store.
 //! 4. [`bundle`] writes and reads self-extracting installers.
 //! 5. [`remote`] runs commands and copies files on hosts over SSH.
-//! 6. [`install`] turns a Clusterfile and an image into a plan and runs it on hosts,
+//! 6. [`distribute`] fans blobs out node to node (the install engine's blobs step).
+//! 7. [`install`] turns a Clusterfile and an image into a plan and runs it on hosts,
 //!    after [`preflight`] has checked every host read-only.
-//! 7. [`runtime`] holds what a cluster runtime needs beyond the install engine:
+//! 8. [`runtime`] holds what a cluster runtime needs beyond the install engine:
 //!    for Kubernetes, the PKI, kubeconfigs and the API server load balancer.
-//! 8. [`wizard`] is the full-screen terminal face of the same flow.
+//! 9. [`wizard`] is the full-screen terminal face of the same flow.
 //!
 //! The binary (`src/main.rs` and [`commands`]) is the only place that prints,
 //! reads the environment or owns the terminal.
@@ -21,6 +22,7 @@ pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod digest;
+pub mod distribute;
 pub mod image;
 pub mod install;
 pub mod preflight;

@@ -48,6 +48,52 @@ pub enum AgentCommand {
     },
     /// Run the API server load balancer (on workers) until SIGINT or SIGTERM.
     Lb(Box<super::agent_lb::LbArgs>),
+    /// Receive blobs into a store while passing them on to the next node (fan-out).
+    /// Reads the one-time token and the wanted blobs on stdin; prints one status
+    /// line per event on stdout (see `airlock::distribute::protocol`).
+    Relay {
+        /// Where to listen (`0.0.0.0:0` picks a free port, printed on stdout).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The node's store (`<data root>/store`).
+        #[arg(long)]
+        store: PathBuf,
+        /// Read the token from stdin (the only way: tokens never go in argv).
+        #[arg(long, required = true)]
+        token_stdin: bool,
+        /// Give up when nobody connects, or nothing arrives, for this many seconds.
+        #[arg(long, default_value_t = 60)]
+        idle_timeout: u64,
+        /// Limit in seconds for connecting to the next node.
+        #[arg(long, default_value_t = 5)]
+        connect_timeout: u64,
+    },
+    /// Ship files to hosts as blobs with the fan-out (the operator's side), after
+    /// putting this binary on each; for benchmarks and debugging.
+    FanOut(FanOutArgs),
+}
+
+/// Arguments of `airlock agent fan-out`.
+#[derive(Debug, clap::Args)]
+pub struct FanOutArgs {
+    /// Host addresses, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    hosts: Vec<std::net::IpAddr>,
+    /// SSH login user.
+    #[arg(long, default_value = "root")]
+    user: String,
+    /// Private key file for SSH.
+    #[arg(long)]
+    key: PathBuf,
+    /// airlock's known-hosts file (trust on first use).
+    #[arg(long)]
+    known_hosts: PathBuf,
+    /// Data root on the hosts.
+    #[arg(long, default_value = "/var/lib/airlock")]
+    data_root: String,
+    /// The files to ship; each lands in the store as the blob of its digest.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 /// Run an agent subcommand.
@@ -71,7 +117,152 @@ pub async fn run(cmd: AgentCommand, settings: &Settings, printer: Printer) -> an
             printer.status(format!("registry at {addr} is ready"));
         }
         AgentCommand::Lb(args) => super::agent_lb::run(*args, printer).await?,
+        AgentCommand::Relay {
+            listen,
+            store,
+            token_stdin: _,
+            idle_timeout,
+            connect_timeout,
+        } => relay(listen, store, idle_timeout, connect_timeout, printer).await?,
+        AgentCommand::FanOut(args) => fan_out(args, printer).await?,
     }
+    Ok(())
+}
+
+async fn relay(
+    listen: std::net::SocketAddr,
+    store: PathBuf,
+    idle_timeout: u64,
+    connect_timeout: u64,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    use crate::distribute::{protocol::RelayRequest, relay};
+    let mut text = String::new();
+    tokio::io::stdin()
+        .read_to_string(&mut text)
+        .await
+        .context("reading the relay request on stdin")?;
+    let request = RelayRequest::parse(&text).map_err(super::bad_input)?;
+    let config = relay::RelayConfig {
+        store,
+        idle_timeout: Duration::from_secs(idle_timeout),
+        connect_timeout: Duration::from_secs(connect_timeout),
+    };
+    let (_, failed) = relay::relay(listen, &request, &config, &mut |line| {
+        printer.result(line.to_string());
+    })
+    .await?;
+    if failed > 0 {
+        anyhow::bail!("{failed} blobs did not arrive");
+    }
+    Ok(())
+}
+
+/// Files as blobs, by digest.
+struct Files(std::collections::BTreeMap<crate::digest::Digest, (PathBuf, u64)>);
+
+impl crate::image::BlobSource for Files {
+    fn images(&self) -> std::io::Result<Vec<(String, crate::image::oci::Descriptor)>> {
+        Ok(Vec::new())
+    }
+
+    fn locate(
+        &self,
+        digest: &crate::digest::Digest,
+    ) -> std::io::Result<Option<crate::image::BlobLocation>> {
+        Ok(self
+            .0
+            .get(digest)
+            .map(|(path, size)| crate::image::BlobLocation {
+                path: path.clone(),
+                offset: 0,
+                size: *size,
+            }))
+    }
+}
+
+async fn fan_out(args: FanOutArgs, printer: Printer) -> anyhow::Result<()> {
+    use crate::distribute::{self, BlobNeed, FanOutHost, FanOutOptions};
+    use crate::remote::known_hosts::KnownHosts;
+    use crate::remote::ssh::{SshAuth, SshTarget};
+    use crate::remote::{Remote, RemoteCommand, UploadSource};
+    let mut files = std::collections::BTreeMap::new();
+    for path in &args.files {
+        let file = fs_err::File::open(path)?;
+        let (digest, size) = crate::digest::digest_reader(std::io::BufReader::new(file))
+            .with_context(|| format!("reading {}", path.display()))?;
+        files.insert(digest, (path.clone(), size));
+    }
+    let needs: Vec<BlobNeed> = files
+        .iter()
+        .map(|(digest, (_, size))| BlobNeed {
+            digest: digest.clone(),
+            size: *size,
+        })
+        .collect();
+    let known = KnownHosts::new(&args.known_hosts);
+    let targets = args.hosts.iter().map(|ip| {
+        let auth = SshAuth::Key {
+            path: args.key.clone(),
+            passphrase: None,
+        };
+        SshTarget::new(ip.to_string(), args.user.clone(), auth)
+    });
+    let remotes = crate::remote::fleet::Fleet::new(32)
+        .connect(targets.collect(), &known)
+        .await;
+    let opts = FanOutOptions::for_data_root(&args.data_root);
+    let me = std::env::current_exe().context("locating this binary")?;
+    let agent = UploadSource {
+        len: fs_err::metadata(&me)?.len(),
+        sha256: Some(
+            crate::digest::digest_reader(std::io::BufReader::new(fs_err::File::open(&me)?))?
+                .0
+                .hex()
+                .to_string(),
+        ),
+        path: me,
+        offset: 0,
+    };
+    let mut hosts = Vec::new();
+    for (ip, remote) in args.hosts.iter().zip(remotes) {
+        let remote: std::sync::Arc<dyn Remote> = std::sync::Arc::new(remote?);
+        hosts.push(FanOutHost {
+            addr: *ip,
+            remote,
+            needs: needs.clone(),
+        });
+    }
+    let placed = futures_util::future::join_all(hosts.iter().map(|h| async {
+        let dirs = [
+            format!("{}/bin", args.data_root),
+            format!("{}/blobs/sha256", opts.store),
+        ];
+        h.remote
+            .check(&RemoteCommand::new("mkdir").arg("-p").args(dirs).sudo())
+            .await?;
+        h.remote.upload(&agent, &opts.agent, 0o755).await
+    }))
+    .await;
+    for r in placed {
+        r?;
+    }
+    let start = Instant::now();
+    let report = distribute::fan_out(&hosts, &Files(files), &opts, &|_| {}).await?;
+    let seconds = start.elapsed().as_secs_f64();
+    for (ip, host) in &report.hosts {
+        let received: u64 = host.received.iter().map(|r| r.received).sum();
+        printer.result(format!(
+            "{ip} {:?} received {received} present {}",
+            host.route,
+            host.present.len()
+        ));
+    }
+    printer.result(format!(
+        "fan-out: {} bytes from the operator in {seconds:.2}s",
+        report.operator_bytes
+    ));
+    report.check()?;
     Ok(())
 }
 

@@ -5,6 +5,8 @@ mod build;
 #[cfg(test)]
 mod bundle;
 #[cfg(test)]
+mod distribute;
+#[cfg(test)]
 mod e2e;
 #[cfg(test)]
 mod kubernetes;
