@@ -27,7 +27,7 @@ build: deps
 	@echo "built $(OUT)/airlock"
 
 demo: build
-	sh tests/scripts/demo.sh $(OUT)/airlock
+	bash tests/scripts/demo.sh $(OUT)/airlock
 
 lint:
 	$(CARGO) fmt --check
