@@ -16,6 +16,7 @@ use super::runtime::{
     GenericRuntime, ImageFiles, MEMBERSHIP_VARS, Runtime, RuntimeAction, script_env,
 };
 use crate::digest::Digest;
+use crate::distribute::{self, BlobNeed, FanOutEvent, FanOutHost, FanOutOptions};
 use crate::image::oci::{self, ClusterConfig, Descriptor, ImageIndex};
 use crate::image::{BlobSource, read_blob};
 use crate::remote::{Remote, RemoteCommand, RemoteError, UploadSource};
@@ -374,7 +375,12 @@ impl Install {
                 markers,
             });
         }
-        // Phase 1: everything that does not depend on other hosts.
+        // Phase 1: everything that does not depend on other hosts. The airlock binary
+        // goes on every host first; then the blobs travel node to node in one
+        // fan-out, and each host's blobs step verifies them (and sends over SSH
+        // whatever the fan-out could not deliver).
+        first_error(join_all(hosts.iter().map(|h| self.prepare_first(h))).await)?;
+        self.fan_out(&hosts).await;
         let per_host = hosts.iter().map(|h| self.prepare_host(h));
         first_error(join_all(per_host).await)?;
         // Phase 2: registries, then mirrors everywhere.
@@ -534,9 +540,76 @@ impl Install {
         .await
     }
 
-    async fn prepare_host(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
+    async fn prepare_first(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
         self.plugins(h, Phase::PreInitHost).await?;
-        self.prepare(h).await?;
+        self.prepare(h).await
+    }
+
+    /// Send the blobs of every host whose blobs step is not done yet node to node
+    /// (`crate::distribute`). Best effort: the blobs step that follows on each host
+    /// checks what arrived and sends the rest over SSH, resuming partial files.
+    async fn fan_out(&self, hosts: &[HostCtx<'_>]) {
+        let pending: Vec<FanOutHost> = hosts
+            .iter()
+            .filter(|h| {
+                h.markers.get(StepId::Blobs.as_str()) != Some(&self.blobs_fingerprint(h.host))
+            })
+            .map(|h| FanOutHost {
+                addr: h.host.ip,
+                remote: h.remote.clone(),
+                needs: self
+                    .blobs_for(h.host)
+                    .into_iter()
+                    .map(BlobNeed::from)
+                    .collect(),
+            })
+            .collect();
+        if pending.len() < 2 {
+            return;
+        }
+        let log = |host: IpAddr, line: String| self.reporter.event(Event::Log { host, line });
+        let first = pending[0].addr;
+        let events = |e: FanOutEvent| match e {
+            FanOutEvent::Chain { chain, hosts } => {
+                let order: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+                log(
+                    first,
+                    format!("fan-out chain {chain}: operator -> {}", order.join(" -> ")),
+                );
+            }
+            FanOutEvent::Fallback { host, reason } => log(
+                host,
+                format!("fan-out: sending over SSH instead ({reason})"),
+            ),
+            FanOutEvent::Relay { .. } | FanOutEvent::Sent { .. } => {}
+        };
+        let options = FanOutOptions::for_data_root(self.data_root());
+        match distribute::fan_out(&pending, self.source.as_ref(), &options, &events).await {
+            Ok(report) => {
+                for (host, r) in &report.hosts {
+                    if let Some(err) = &r.error {
+                        log(
+                            *host,
+                            format!("fan-out incomplete ({err}); the rest goes over SSH"),
+                        );
+                    }
+                }
+            }
+            Err(e) => log(first, format!("fan-out failed ({e}); blobs go over SSH")),
+        }
+    }
+
+    fn blobs_fingerprint(&self, host: &Host) -> String {
+        let digests: Vec<String> = self
+            .blobs_for(host)
+            .iter()
+            .map(|d| d.digest.to_string())
+            .collect();
+        let refs: Vec<&str> = digests.iter().map(String::as_str).collect();
+        fingerprint(&refs)
+    }
+
+    async fn prepare_host(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
         self.blobs(h).await?;
         self.unpack(h).await?;
         self.plugins(h, Phase::PostInitHost).await
@@ -627,9 +700,7 @@ impl Install {
     async fn blobs(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
         let root = self.data_root();
         let wanted = self.blobs_for(h.host);
-        let digests: Vec<String> = wanted.iter().map(|d| d.digest.to_string()).collect();
-        let refs: Vec<&str> = digests.iter().map(String::as_str).collect();
-        self.step(h, StepId::Blobs, fingerprint(&refs), || async {
+        self.step(h, StepId::Blobs, self.blobs_fingerprint(h.host), || async {
             let store = format!("{root}/store");
             let present: BTreeSet<String> = h
                 .remote
