@@ -18,7 +18,7 @@ use crate::bundle::Bundle;
 use crate::image::BlobSource;
 use crate::install::connect::target_for;
 use crate::install::{Event, ImagePlan, Install, Reporter};
-use crate::preflight::{self, CheckId, Finding, Report, Requirements};
+use crate::preflight::{self, CheckId, Finding, Report, Requirements, Status};
 use crate::printer::Printer;
 use crate::remote::known_hosts::KnownHosts;
 use crate::remote::ssh::SshRemote;
@@ -76,12 +76,42 @@ impl WizardEngine for BundleEngine {
             .chain(&self.plan.image_blobs)
             .map(|d| d.size)
             .sum();
-        let req = Requirements {
-            platforms: self.plan.config.platforms.clone(),
-            payload_bytes: payload,
-            ..Requirements::default()
+        if is_kubernetes(&self.plan.config.runtime) {
+            let req = Requirements {
+                platforms: self.plan.config.platforms.clone(),
+                payload_bytes: payload,
+                ..Requirements::default()
+            };
+            return Ok(preflight::run(spec, &req, &targets, skip, on_finding).await);
+        }
+        let req = generic_requirements(self.plan.config.platforms.clone(), payload);
+        let mut not_judged = skip.clone();
+        not_judged.extend(KUBERNETES_ONLY);
+        let relabel = |f: &Finding| {
+            if f.check == CheckId::Ports {
+                return; // judged below, on the ports a generic image needs
+            }
+            if KUBERNETES_ONLY.contains(&f.check) && !skip.contains(&f.check) {
+                on_finding(&not_needed(f));
+            } else {
+                on_finding(f);
+            }
         };
-        Ok(preflight::run(spec, &req, &targets, skip, on_finding).await)
+        let mut report = preflight::run(spec, &req, &targets, &not_judged, &relabel).await;
+        for finding in report.findings.iter_mut() {
+            if KUBERNETES_ONLY.contains(&finding.check) && !skip.contains(&finding.check) {
+                *finding = not_needed(finding);
+            }
+        }
+        report.findings.retain(|f| f.check != CheckId::Ports);
+        for host in &spec.hosts {
+            if let Some(facts) = report.facts.get(&host.ip) {
+                let finding = generic_ports(spec, host, facts, skip);
+                on_finding(&finding);
+                report.findings.push(finding);
+            }
+        }
+        Ok(report)
     }
 
     async fn install(&self, spec: &ClusterSpec, reporter: Arc<dyn Reporter>) -> InstallResult {
@@ -134,6 +164,88 @@ impl WizardEngine for BundleEngine {
         let root = self.settings.root.clone();
         let clusterfile = clusterfile.to_string();
         tokio::task::block_in_place(|| write_support_bundle(&root, &clusterfile))
+    }
+}
+
+/// Checks that only matter to a Kubernetes runtime (etcd, kubelet, CNI, kubeadm).
+const KUBERNETES_ONLY: [CheckId; 8] = [
+    CheckId::Fsync,
+    CheckId::Ports,
+    CheckId::Swap,
+    CheckId::Modules,
+    CheckId::Sysctl,
+    CheckId::Runtime,
+    CheckId::Leftovers,
+    CheckId::Cidr,
+];
+
+/// Whether an image's runtime (its `runtime` config field) is Kubernetes.
+fn is_kubernetes(runtime: &str) -> bool {
+    !(runtime.is_empty() || runtime == "generic")
+}
+
+/// What a generic image needs of a host: its platform and room for the payload.
+fn generic_requirements(platforms: Vec<String>, payload_bytes: u64) -> Requirements {
+    Requirements {
+        platforms,
+        master_cpus: 1,
+        master_mem_mb: 0,
+        node_cpus: 1,
+        node_mem_mb: 0,
+        disk_mb: 0,
+        payload_bytes,
+        ports: Vec::new(),
+        ..Requirements::default()
+    }
+}
+
+/// A Kubernetes-only check, as shown for a generic image.
+fn not_needed(f: &Finding) -> Finding {
+    Finding {
+        status: Status::Skipped,
+        message: "not needed: the image runs no Kubernetes".to_string(),
+        fix: String::new(),
+        ..f.clone()
+    }
+}
+
+/// The ports check of a generic image: only the registry's port, where it runs.
+fn generic_ports(
+    spec: &ClusterSpec,
+    host: &crate::spec::clusterfile::Host,
+    facts: &preflight::Facts,
+    skip: &BTreeSet<CheckId>,
+) -> Finding {
+    let registry_here = if spec.registry.ha {
+        host.is_master()
+    } else {
+        spec.first_master().ip == host.ip
+    };
+    let port = spec.registry.port;
+    let busy = registry_here && facts.listening_ports().contains(&port);
+    let (status, message, fix) = if !busy {
+        let message = if registry_here {
+            format!("registry port {port} free")
+        } else {
+            "none needed".to_string()
+        };
+        (Status::Pass, message, String::new())
+    } else if skip.contains(&CheckId::Ports) {
+        (Status::Skipped, format!("in use: {port}"), String::new())
+    } else {
+        (
+            Status::Fail,
+            format!("in use: {port} (the registry's port)"),
+            "stop what listens there (`ss -ltnp` shows it) or choose another registry port (Settings)"
+                .to_string(),
+        )
+    };
+    Finding {
+        host: host.ip,
+        check: CheckId::Ports,
+        status,
+        message,
+        fix,
     }
 }
 
