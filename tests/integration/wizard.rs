@@ -513,6 +513,10 @@ fn wizard_installs_a_real_bundle_on_three_testbed_hosts() {
     let saved = fs_err::read_to_string(work.path().join("root-password/wizard/Clusterfile"))
         .expect("the wizard saved the Clusterfile");
     assert!(
+        saved.contains("hello-cluster:v1") && !saved.contains("v1:v1"),
+        "the saved Clusterfile names the wrong image:\n{saved}"
+    );
+    assert!(
         !saved.contains(&tb.root_password),
         "the password was saved without consent:\n{saved}"
     );
