@@ -2,7 +2,9 @@
 //! the screens to the real bundle, SSH, preflight checks and install engine.
 //!
 //! 1. `verify` re-hashes every byte of the bundle.
-//! 2. `preflight` connects to each host over SSH and runs the read-only checks.
+//! 2. `preflight` connects to each host over SSH and runs the read-only checks. A
+//!    `generic` image (no Kubernetes) is held to less: platform, payload disk and the
+//!    registry's port; the Kubernetes-only checks show as not needed.
 //! 3. `install` connects again and runs the same engine as `FILE.run install`, with
 //!    progress going to the dashboard and to the log file.
 //! 4. `support_bundle` packs the logs and the Clusterfile (without secrets) in a tar.

@@ -1,4 +1,4 @@
-//! The wizard in a real pseudo-terminal (tmux), with a fake engine.
+//! The wizard in a real pseudo-terminal (tmux): with a fake engine, and for real.
 //!
 //! 1. `wizard_in_a_real_terminal` starts tmux at 80x24 running this test binary again,
 //!    selecting the ignored test `wizard_child_with_fake_engine` with an env var.
@@ -7,6 +7,11 @@
 //! 3. The parent types like an engineer would (`send-keys`) and reads the screen
 //!    (`capture-pane -p`): 3 hosts, a wrong password that preflight refuses, the fix,
 //!    preflight passing, the install, the result screen, Ctrl-C to leave.
+//! 4. `wizard_installs_a_real_bundle_on_three_testbed_hosts` builds and bundles the hello
+//!    example, starts its `.run` file in tmux against 3 testbed hosts (containerd), logs
+//!    in with the testbed key, passes the real preflight, installs and reads the result
+//!    screen; a second run with a wrong root password fails preflight (auth), is
+//!    corrected and installs again. The hosts are then checked for the install.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
