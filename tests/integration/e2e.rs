@@ -56,7 +56,7 @@ fn clusterfile(dir: &Path, tb: &Testbed, ssh: &str) -> PathBuf {
 }
 
 /// A built and bundled hello cluster image, from a source registry on loopback.
-fn build_and_bundle(work: &Path) -> PathBuf {
+pub(crate) fn build_and_bundle(work: &Path) -> PathBuf {
     let registry =
         DockerRegistry::start(None).expect("docker-registry is installed by tests/scripts/deps.sh");
     let app_dir = work.join("app");

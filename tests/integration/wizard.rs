@@ -1,4 +1,4 @@
-//! The wizard in a real pseudo-terminal (tmux), with a fake engine.
+//! The wizard in a real pseudo-terminal (tmux): with a fake engine, and for real.
 //!
 //! 1. `wizard_in_a_real_terminal` starts tmux at 80x24 running this test binary again,
 //!    selecting the ignored test `wizard_child_with_fake_engine` with an env var.
@@ -7,6 +7,11 @@
 //! 3. The parent types like an engineer would (`send-keys`) and reads the screen
 //!    (`capture-pane -p`): 3 hosts, a wrong password that preflight refuses, the fix,
 //!    preflight passing, the install, the result screen, Ctrl-C to leave.
+//! 4. `wizard_installs_a_real_bundle_on_three_testbed_hosts` builds and bundles the hello
+//!    example, starts its `.run` file in tmux against 3 testbed hosts (containerd), logs
+//!    in with the testbed key, passes the real preflight, installs and reads the result
+//!    screen; a second run with a wrong root password fails preflight (auth), is
+//!    corrected and installs again. The hosts are then checked for the install.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -171,7 +176,12 @@ impl Tmux {
 
     /// Wait until the screen shows `text`; fail with the screen after a long while.
     fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_within(text, Duration::from_secs(60))
+    }
+
+    /// Wait until the screen shows `text`; fail with the screen after `limit`.
+    fn wait_within(&self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let screen = self.screen();
             if screen.contains(text) {
@@ -221,11 +231,15 @@ fn start(name: &str, dir: &Path) -> Option<Tmux> {
 impl Tmux {
     fn launch(&self, dir: &Path) {
         let exe = std::env::current_exe().expect("the test binary has a path");
-        let command = format!(
+        self.launch_command(&format!(
             "env {CHILD_ENV}={} {} --ignored --exact wizard::wizard_child_with_fake_engine --nocapture",
             dir.display(),
             exe.display()
-        );
+        ));
+    }
+
+    /// Run the shell command line `command` in a new 80x24 session `w`.
+    fn launch_command(&self, command: &str) {
         let out = self.cmd(&[
             "new-session",
             "-d",
@@ -235,7 +249,7 @@ impl Tmux {
             "80",
             "-y",
             "24",
-            &command,
+            command,
         ]);
         assert!(
             out.status.success(),
@@ -342,4 +356,173 @@ fn wizard_in_a_real_terminal() {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = fs_err::metadata(&clusterfile).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Run `bundle` in a new session with its own `AIRLOCK_ROOT`; its exit status goes to `exit`.
+fn launch_bundle(tmux: &Tmux, bundle: &Path, root: &Path, exit: &Path) {
+    tmux.launch_command(&format!(
+        "env AIRLOCK_ROOT={} NO_COLOR=1 {}; echo $? > {}",
+        root.display(),
+        bundle.display(),
+        exit.display()
+    ));
+}
+
+/// Leave the wizard from its result screen and return the bundle's exit status.
+fn quit_and_wait(tmux: &Tmux, exit: &Path) -> String {
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("Quit the wizard?");
+    tmux.keys(&["y"]);
+    let status = wait_for_file(exit);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tmux.cmd(&["has-session", "-t", "w"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the bundle's session never ended"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    status.trim().to_string()
+}
+
+/// The Welcome screen, then one master and two nodes on the Hosts screen.
+fn welcome_and_hosts(tmux: &Tmux, tb: &crate::testbed::Testbed) {
+    tmux.wait_within(
+        "Verified: every part matches its digest.",
+        Duration::from_secs(300),
+    );
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("No hosts yet");
+    tmux.text(&tb.hosts[0].to_string());
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Hosts: 1 master, 0 nodes");
+    tmux.keys(&["Tab", "Space", "BTab"]);
+    for ip in &tb.hosts[1..] {
+        tmux.text(&ip.to_string());
+        tmux.keys(&["Enter"]);
+    }
+    tmux.wait_for("Hosts: 1 master, 2 nodes");
+    tmux.keys(&["C-n"]);
+    tmux.wait_for("Log in with");
+}
+
+/// From a passed preflight to the result screen of a real install.
+fn install_from_preflight(tmux: &Tmux, tb: &crate::testbed::Testbed) {
+    tmux.keys(&["C-n"]);
+    tmux.wait_for("Saved:");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_within("The cluster is installed.", Duration::from_secs(600));
+    let registry = format!("registry: http://{}:5000", tb.hosts[0]);
+    assert!(screen.contains(&registry), "{screen}");
+}
+
+/// Issue 9 end to end: the hello example built and bundled for real, its `.run` file
+/// started in tmux, 3 testbed hosts typed in, preflight and install against them over
+/// SSH; then a second run whose wrong root password fails preflight until corrected.
+#[test]
+fn wizard_installs_a_real_bundle_on_three_testbed_hosts() {
+    const NAME: &str = "wizard_installs_a_real_bundle_on_three_testbed_hosts";
+    if let Some(why) = crate::testbed::skip_reason() {
+        eprintln!("SKIPPED {NAME}: {why}");
+        return;
+    }
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED {NAME}: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bundle = crate::e2e::build_and_bundle(work.path());
+    let tb = crate::testbed::Testbed::up(crate::testbed::TestbedOptions {
+        hosts: 3,
+        containerd: true,
+        ..Default::default()
+    })
+    .expect("testbed up");
+    let tmux = Tmux {
+        socket: format!("airlock-wizard-real-{}", std::process::id()),
+    };
+
+    // First run: log in with the testbed key, pass preflight, install.
+    let exit = work.path().join("exit-key");
+    launch_bundle(&tmux, &bundle, &work.path().join("root-key"), &exit);
+    welcome_and_hosts(&tmux, &tb);
+    tmux.keys(&["Down", "Down"]);
+    tmux.text(&tb.key.display().to_string());
+    tmux.keys(&["C-n"]);
+    tmux.wait_for("Registry domain");
+    tmux.keys(&["C-n"]);
+    let screen = tmux.wait_within("All checks passed", Duration::from_secs(300));
+    assert!(!screen.contains("FAIL"), "{screen}");
+    install_from_preflight(&tmux, &tb);
+    assert_eq!(
+        quit_and_wait(&tmux, &exit),
+        "0",
+        "the first run's exit status"
+    );
+
+    let launched = tb.exec(1, &["cat", "/var/lib/airlock/hello.out"]);
+    let said = String::from_utf8_lossy(&launched.stdout);
+    assert!(
+        said.contains("hello from airlock on") && said.contains("via sea.hub:5000"),
+        "{launched:?}"
+    );
+    for host in 2..=3 {
+        let mirror = tb.exec(
+            host,
+            &["test", "-f", "/etc/containerd/certs.d/docker.io/hosts.toml"],
+        );
+        assert!(
+            mirror.status.success(),
+            "host {host} has no registry mirror"
+        );
+    }
+
+    // Second run: the root password, wrong first.
+    let exit = work.path().join("exit-password");
+    launch_bundle(&tmux, &bundle, &work.path().join("root-password"), &exit);
+    welcome_and_hosts(&tmux, &tb);
+    tmux.keys(&["Down", "Space", "Down"]);
+    let wrong = "not-the-password";
+    tmux.text(wrong);
+    tmux.keys(&["C-n"]);
+    tmux.wait_for("Registry domain");
+    tmux.keys(&["C-n"]);
+    let screen = tmux.wait_within("Preflight: 3 failed", Duration::from_secs(300));
+    assert!(screen.contains("FAIL"), "{screen}");
+    tmux.keys(&["Down"]);
+    let screen = tmux.wait_for("login as root refused");
+    assert!(
+        !screen.contains(wrong),
+        "the password is on the screen:\n{screen}"
+    );
+
+    // Correct it and check again.
+    tmux.keys(&["C-b", "C-b"]);
+    tmux.wait_for("Log in with");
+    for _ in 0..wrong.len() {
+        tmux.keys(&["BSpace"]);
+    }
+    tmux.text(&tb.root_password);
+    tmux.keys(&["C-n"]);
+    tmux.wait_for("Registry domain");
+    tmux.keys(&["C-n"]);
+    let screen = tmux.wait_within("All checks passed", Duration::from_secs(300));
+    assert!(!screen.contains("FAIL"), "{screen}");
+    install_from_preflight(&tmux, &tb);
+    assert_eq!(
+        quit_and_wait(&tmux, &exit),
+        "0",
+        "the second run's exit status"
+    );
+
+    let saved = fs_err::read_to_string(work.path().join("root-password/wizard/Clusterfile"))
+        .expect("the wizard saved the Clusterfile");
+    assert!(
+        saved.contains("hello-cluster:v1") && !saved.contains("v1:v1"),
+        "the saved Clusterfile names the wrong image:\n{saved}"
+    );
+    assert!(
+        !saved.contains(&tb.root_password),
+        "the password was saved without consent:\n{saved}"
+    );
 }
