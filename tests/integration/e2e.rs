@@ -154,6 +154,9 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
         .unwrap();
     let first = ok(out, "bundle install");
     assert!(first.contains("installed"), "{first}");
+    // The blobs went node to node, not three times from the operator.
+    assert!(first.contains("fan-out chain 0: operator -> "), "{first}");
+    assert!(!first.contains("sending over SSH instead"), "{first}");
 
     // The registry on the first master answers, with the app under its original name.
     let master = format!("{}:5000", tb.hosts[0]);
