@@ -2,7 +2,6 @@
 //! executed (`info`, `verify`, `extract`, `install`), damaged in every region, signed,
 //! and cut into a delta. The runner is the airlock binary under test.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -467,6 +466,32 @@ fn signed_bundles_are_trusted_only_by_their_key() {
     );
 }
 
+/// `delta verify --base base` fails with exit code 2 and says `needle`.
+fn assert_base_refused(delta: &Path, base: &Path, needle: &str) {
+    let output = run(delta, &["verify", "--base", base.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains(needle), "{}", stderr(&output));
+}
+
+/// `delta extract out --base base` writes every blob of `image`, whole.
+fn assert_extracts_whole(delta: &Path, base: &Path, out: &Path, image: &str) {
+    let args = [
+        "extract",
+        out.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+    ];
+    assert_success(&run(delta, &args));
+    let extracted = Store::open(out).unwrap();
+    let top = extracted.resolve(image).unwrap();
+    for descriptor in extracted.walk(&top).unwrap() {
+        assert_eq!(
+            extracted.blob_size(&descriptor.digest).unwrap(),
+            descriptor.size
+        );
+    }
+}
+
 #[test]
 fn a_delta_holds_only_new_blobs_and_needs_its_base() {
     let fx = Fixture::new();
@@ -510,35 +535,9 @@ fn a_delta_holds_only_new_blobs_and_needs_its_base() {
         "v1-other.run",
         &["--clusterfile", template.to_str().unwrap()],
     );
-    let wrong = run(&delta, &["verify", "--base", other.to_str().unwrap()]);
-    assert_eq!(wrong.status.code(), Some(2));
-    assert!(
-        stderr(&wrong).contains("another bundle"),
-        "{}",
-        stderr(&wrong)
-    );
+    assert_base_refused(&delta, &other, "another bundle");
 
-    let out = fx.path("v2-extracted");
-    assert_success(&run(
-        &delta,
-        &[
-            "extract",
-            out.to_str().unwrap(),
-            "--base",
-            base.to_str().unwrap(),
-        ],
-    ));
-    let extracted = Store::open(&out).unwrap();
-    let top = extracted.resolve(v2).unwrap();
-    let digests: BTreeMap<Digest, u64> = extracted
-        .walk(&top)
-        .unwrap()
-        .into_iter()
-        .map(|d| (d.digest, d.size))
-        .collect();
-    for (digest, size) in digests {
-        assert_eq!(extracted.blob_size(&digest).unwrap(), size);
-    }
+    assert_extracts_whole(&delta, &base, &fx.path("v2-extracted"), v2);
 }
 
 #[test]
@@ -581,30 +580,9 @@ fn a_delta_against_a_store_image_runs_with_any_complete_bundle_of_that_image() {
 
     // A bundle of another image is refused, naming the image the delta needs.
     let full_v2 = fx.bundle(v2, "v2.run", &[]);
-    let wrong = run(&delta, &["verify", "--base", full_v2.to_str().unwrap()]);
-    assert_eq!(wrong.status.code(), Some(2));
-    assert!(
-        stderr(&wrong).contains(&v1_top.to_string()),
-        "{}",
-        stderr(&wrong)
-    );
+    assert_base_refused(&delta, &full_v2, &v1_top.to_string());
 
-    let out = fx.path("v2-extracted");
-    let args = [
-        "extract",
-        out.to_str().unwrap(),
-        "--base",
-        plain.to_str().unwrap(),
-    ];
-    assert_success(&run(&delta, &args));
-    let extracted = Store::open(&out).unwrap();
-    let top = extracted.resolve(v2).unwrap();
-    for descriptor in extracted.walk(&top).unwrap() {
-        assert_eq!(
-            extracted.blob_size(&descriptor.digest).unwrap(),
-            descriptor.size
-        );
-    }
+    assert_extracts_whole(&delta, &plain, &fx.path("v2-extracted"), v2);
 
     // A base that is neither a file nor an image is bad input.
     let output = airlock(&fx.root)
