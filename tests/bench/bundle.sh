@@ -87,3 +87,5 @@ curl -fs "http://127.0.0.1:$port/v2/bench/cluster/manifests/v1" \
     -H 'Accept: application/vnd.oci.image.manifest.v1+json' >/dev/null
 end=$(date +%s.%N)
 echo "serve   first manifest:           $(echo "$end - $start" | bc) s"
+mib() { echo "$(($(stat -c %s "$1") / 1048576)) MiB"; }
+echo "size    tar.zst $(mib "$WORK/ref.tar.zst"), makeself $(mib "$WORK/ref.makeself.run"), bundle $(mib "$WORK/bench.run")"
