@@ -584,6 +584,24 @@ fn a_delta_against_a_store_image_runs_with_any_complete_bundle_of_that_image() {
 
     assert_extracts_whole(&delta, &plain, &fx.path("v2-extracted"), v2);
 
+    // On a disc, the README tells the operator the delta needs its base.
+    let iso = fx.path("delta.iso");
+    let output = airlock(&fx.root)
+        .arg("iso")
+        .arg(&delta)
+        .arg("-o")
+        .arg(&iso)
+        .output()
+        .unwrap();
+    assert_success(&output);
+    let read_back = fx.path("delta-iso");
+    if let Some(output) = xorriso_extract(&iso, &read_back) {
+        assert_success(&output);
+        let readme = fs::read_to_string(read_back.join("README.txt")).unwrap();
+        assert!(readme.contains("--base OLD.run"), "{readme}");
+        assert!(readme.contains(&v1_top.to_string()), "{readme}");
+    }
+
     // A base that is neither a file nor an image is bad input.
     let output = airlock(&fx.root)
         .args(["bundle", v2, "-o"])
