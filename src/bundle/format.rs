@@ -241,14 +241,20 @@ pub struct Signer {
     pub fingerprint: String,
 }
 
-/// The base of a delta bundle.
+/// The base of a delta bundle: the complete bundle (or the store image) whose blobs
+/// the delta leaves out. Running the delta needs a complete bundle of `image_digest`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Base {
-    /// The image the base bundle carries.
+    /// The base image's name.
     pub image: String,
-    /// The SHA-256 of the base bundle's index.
-    pub index_digest: Digest,
+    /// The base image's top-level digest: the base bundle must carry this image.
+    pub image_digest: Digest,
+    /// The SHA-256 of the base bundle's index, when the delta was made against a
+    /// bundle (`--base OLD.run`); absent when made against a store image
+    /// (`--base NAME`), as any complete bundle of that image will do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<Digest>,
 }
 
 #[cfg(test)]

@@ -20,4 +20,4 @@ pub mod summary;
 pub mod writer;
 
 pub use reader::{Bundle, BundleError};
-pub use writer::{PackError, PackOptions, PackSummary, extract, pack};
+pub use writer::{DeltaBase, PackError, PackOptions, PackSummary, extract, pack};

@@ -303,28 +303,63 @@ impl Bundle {
         self.base.as_deref()
     }
 
-    /// Attach the base bundle of a delta, checking that it is the one the delta names.
+    /// Attach the base bundle of a delta, checking that it is the one the delta names:
+    /// a complete bundle of the base image (and the very file, when the delta was
+    /// made against a bundle) that holds every blob the delta leaves out.
     pub fn with_base(mut self, base: Bundle) -> Result<Self, BundleError> {
-        let Some(expected) = &self.index.base else {
-            return Err(BundleError::IndexInvalid {
-                path: self.path,
-                reason: "this bundle is complete: it takes no base".to_string(),
-            });
+        let Some(expected) = self.index.base.clone() else {
+            return Err(self.invalid("this bundle is complete: it takes no base".to_string()));
         };
-        if base.index_digest() != expected.index_digest {
-            return Err(BundleError::IndexInvalid {
-                reason: format!(
-                    "this delta needs the bundle of {} with index {}, but {} has index {}",
-                    expected.image,
-                    expected.index_digest,
-                    base.path.display(),
-                    base.index_digest()
-                ),
-                path: self.path,
-            });
+        let wrong = |why: String| {
+            format!(
+                "this delta needs a complete bundle of {} (image {}{}), but {} {why}",
+                expected.image,
+                expected.image_digest,
+                expected
+                    .index_digest
+                    .as_ref()
+                    .map(|d| format!(", bundle index {d}"))
+                    .unwrap_or_default(),
+                base.path.display(),
+            )
+        };
+        if base.is_delta() {
+            return Err(self.invalid(wrong("is itself a delta".to_string())));
+        }
+        if base.image_descriptor().digest != expected.image_digest {
+            return Err(self.invalid(wrong(format!(
+                "carries {} (image {})",
+                base.image_name(),
+                base.image_descriptor().digest
+            ))));
+        }
+        if let Some(index_digest) = &expected.index_digest
+            && &base.index_digest() != index_digest
+        {
+            return Err(self.invalid(wrong(format!(
+                "is another bundle of it (index {})",
+                base.index_digest()
+            ))));
+        }
+        let missing = self
+            .index
+            .blobs
+            .iter()
+            .filter(|b| b.offset.is_none())
+            .find(|b| base.entry(&b.digest).is_none_or(|e| e.size != b.size));
+        if let Some(blob) = missing {
+            return Err(self.invalid(wrong(format!("lacks the blob {}", blob.digest))));
         }
         self.base = Some(Box::new(base));
         Ok(self)
+    }
+
+    /// An [`BundleError::IndexInvalid`] about this bundle.
+    fn invalid(&self, reason: String) -> BundleError {
+        BundleError::IndexInvalid {
+            path: self.path.clone(),
+            reason,
+        }
     }
 
     /// Read a whole (small) blob into memory.

@@ -1,10 +1,12 @@
 //! What a bundle holds, for `FILE.run info`.
 //!
-//! 1. The index gives the image name, top digest, sizes, blob count, runner and signer.
+//! 1. The index gives the image name, top digest, sizes, blob count, runner and signer;
+//!    the SBOM blob gives its component list.
 //! 2. The top-level index lists the rootfs and container images ([`sbom::contents`]).
 //! 3. The rootfs manifest's config gives the runtime, its version and the image list
 //!    ([`RootfsConfig`]); an image without one simply has no such fields.
 
+use super::format::Base;
 use super::reader::Bundle;
 use super::sbom::{self, ImageEntry};
 use crate::digest::Digest;
@@ -49,12 +51,16 @@ pub struct Summary {
     /// The SBOM blob.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sbom: Option<Digest>,
+    /// The SBOM's components (`type name`: the runner binary and every image), when
+    /// it is in this file and parses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sbom_components: Vec<String>,
     /// The Clusterfile template blob, when the bundle carries one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clusterfile: Option<Digest>,
-    /// The base bundle's image, for a delta.
+    /// The base a delta needs (its image and digest).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delta_of: Option<String>,
+    pub delta_of: Option<Base>,
 }
 
 /// Summarise `bundle`: reads the index and, when present, the top index, the rootfs
@@ -94,10 +100,45 @@ pub fn summarise(bundle: &Bundle) -> Summary {
         image_list: config.map(|c| c.airlock.images).unwrap_or_default(),
         images,
         signer: index.signer.as_ref().map(|s| s.fingerprint.clone()),
+        sbom_components: index
+            .sbom
+            .as_ref()
+            .map(|d| sbom_components(bundle, d))
+            .unwrap_or_default(),
         sbom: index.sbom.clone(),
         clusterfile: index.clusterfile.clone(),
-        delta_of: index.base.as_ref().map(|b| b.image.clone()),
+        delta_of: index.base.clone(),
     }
+}
+
+/// `type name@version` of each component of the SBOM blob `digest`.
+fn sbom_components(bundle: &Bundle, digest: &Digest) -> Vec<String> {
+    let Some(Ok(sbom)) = bundle
+        .read_blob(digest)
+        .ok()
+        .flatten()
+        .map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes))
+    else {
+        return Vec::new();
+    };
+    let text = |c: &serde_json::Value, key: &str| c[key].as_str().unwrap_or("").to_string();
+    sbom["components"]
+        .as_array()
+        .map(|components| {
+            components
+                .iter()
+                .map(|c| {
+                    let version = text(c, "version");
+                    let name = text(c, "name");
+                    if version.is_empty() {
+                        format!("{} {name}", text(c, "type"))
+                    } else {
+                        format!("{} {name}@{version}", text(c, "type"))
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The rootfs image's config, when the bundle has it and it parses.

@@ -1,7 +1,8 @@
 //! Writing a bundle from the local store.
 //!
 //! 1. Walk the image in the [`Store`] from its resolved descriptor; sort the blobs by
-//!    digest. For a delta, drop the blobs the base bundle already holds.
+//!    digest. For a delta, drop the blobs its [`DeltaBase`] holds (a complete bundle,
+//!    or an image of the store that a complete bundle was made from).
 //! 2. Build the SBOM (one more blob) from the image's top-level index.
 //! 3. Into a temp file beside the output: copy the runner binary (hashing it), pad to
 //!    [`ALIGNMENT`], copy each blob at its aligned offset (the kernel copies file to
@@ -9,6 +10,7 @@
 //!    key, if any).
 //! 4. chmod 755, sync, rename onto the output: a bundle path that exists is complete.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -62,7 +64,15 @@ pub enum PackError {
         /// On disk.
         actual: u64,
     },
-    /// A delta's base is not of the same image family (no shared blobs is suspicious but allowed).
+    /// `extract` was pointed at a directory that holds other files.
+    #[error(
+        "{path} is not empty and not an OCI image layout: extract into a new or empty directory, or an existing OCI layout to add the image to it"
+    )]
+    TargetNotEmpty {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A delta was asked against a bundle that is itself a delta.
     #[error(
         "the base bundle {path} is itself a delta: deltas must be taken against a complete bundle"
     )]
@@ -82,8 +92,61 @@ pub struct PackOptions<'a> {
     pub signing_key: Option<&'a SigningKey>,
     /// A Clusterfile template to carry (shown to users, written on the ISO).
     pub clusterfile: Option<Vec<u8>>,
-    /// Leave out the blobs this complete bundle already holds.
-    pub base: Option<&'a Bundle>,
+    /// Leave out the blobs this base (a complete bundle or a store image) holds.
+    pub base: Option<&'a DeltaBase>,
+}
+
+/// What a delta is made against: the blobs it may leave out and how the delta names
+/// its base (see [`Base`]).
+#[derive(Clone, Debug)]
+pub struct DeltaBase {
+    /// Recorded in the delta's index.
+    pub base: Base,
+    /// Every blob of the base, with its size.
+    pub blobs: HashMap<Digest, u64>,
+}
+
+impl DeltaBase {
+    /// A complete bundle (`--base OLD.run`): the delta then needs exactly that file.
+    pub fn from_bundle(bundle: &Bundle) -> Result<Self, PackError> {
+        if bundle.is_delta() {
+            return Err(PackError::BaseIsDelta {
+                path: bundle.path().to_path_buf(),
+            });
+        }
+        Ok(Self {
+            base: Base {
+                image: bundle.image_name().to_string(),
+                image_digest: bundle.image_descriptor().digest.clone(),
+                index_digest: Some(bundle.index_digest()),
+            },
+            blobs: bundle
+                .index()
+                .blobs
+                .iter()
+                .map(|b| (b.digest.clone(), b.size))
+                .collect(),
+        })
+    }
+
+    /// An image of the local store (`--base NAME`): the delta then needs any complete
+    /// bundle of that image (same top-level digest).
+    pub fn from_store(store: &Store, name: &str) -> Result<Self, PackError> {
+        let top = store.resolve(name)?;
+        let blobs = store
+            .walk(&top)?
+            .into_iter()
+            .map(|d| (d.digest, d.size))
+            .collect();
+        Ok(Self {
+            base: Base {
+                image: name.to_string(),
+                image_digest: top.digest,
+                index_digest: None,
+            },
+            blobs,
+        })
+    }
 }
 
 /// What was written.
@@ -126,13 +189,6 @@ pub fn pack(
         path: options.runner.to_path_buf(),
         source,
     };
-    if let Some(base) = options.base
-        && base.is_delta()
-    {
-        return Err(PackError::BaseIsDelta {
-            path: base.path().to_path_buf(),
-        });
-    }
     let top = store.resolve(name)?;
     let mut blobs: Vec<(BlobEntry, Content)> = Vec::new();
     for descriptor in store.walk(&top)? {
@@ -184,10 +240,9 @@ pub fn pack(
     let mut cursor = payload_start;
     let mut blobs_in_base = 0;
     for (entry, _) in &mut blobs {
-        let in_base = options.base.is_some_and(|base| {
-            base.entry(&entry.digest)
-                .is_some_and(|b| b.size == entry.size)
-        });
+        let in_base = options
+            .base
+            .is_some_and(|base| base.blobs.get(&entry.digest) == Some(&entry.size));
         if in_base {
             blobs_in_base += 1;
             continue;
@@ -247,10 +302,7 @@ pub fn pack(
         signer: options
             .signing_key
             .map(|k| signing::signer_entry(&k.verifying_key())),
-        base: options.base.map(|b| Base {
-            image: b.image_name().to_string(),
-            index_digest: b.index_digest(),
-        }),
+        base: options.base.map(|b| b.base.clone()),
     };
     let index_bytes = serde_json::to_vec(&index).map_err(|e| out_err(io::Error::other(e)))?;
     let index_sha256: [u8; 32] = Sha256::digest(&index_bytes).into();
@@ -320,11 +372,29 @@ fn pad_to(file: &mut File, position: &mut u64, target: u64) -> io::Result<()> {
 
 /// Unpack the payload of `bundle` into an OCI image layout (a [`Store`]) at `dir`,
 /// verifying each blob as it is written, and name the image as the bundle does.
+/// `dir` must be missing, empty, or already an OCI layout (the image is added to it,
+/// blobs it has are kept); any other directory is refused untouched.
 pub fn extract(
     bundle: &Bundle,
     dir: &Path,
     progress: &dyn Fn(u64, u64),
 ) -> Result<Store, PackError> {
+    let io_err = |source: io::Error| PackError::Output {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            let is_empty = entries.next().is_none();
+            if !is_empty && !dir.join("oci-layout").is_file() {
+                return Err(PackError::TargetNotEmpty {
+                    path: dir.to_path_buf(),
+                });
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
     let store = Store::open(dir)?;
     let total: u64 = bundle.index().blobs.iter().map(|b| b.size).sum();
     let mut done = 0;

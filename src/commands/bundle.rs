@@ -52,9 +52,11 @@ pub struct BundleArgs {
     /// Carry this Clusterfile template (shown by `info`, written on the ISO).
     #[arg(long, value_name = "TEMPLATE")]
     pub clusterfile: Option<PathBuf>,
-    /// Write a delta: leave out the blobs this older bundle already holds.
-    #[arg(long, value_name = "OLD.run")]
-    pub base: Option<PathBuf>,
+    /// Write a delta: leave out the blobs of this older bundle file, or of this image
+    /// in the store (a path to an existing file is a bundle, anything else an image).
+    /// Running the delta needs the complete bundle of that image (`--base OLD.run`).
+    #[arg(long, value_name = "OLD.run|NAME")]
+    pub base: Option<String>,
 }
 
 /// Write a bundle.
@@ -72,15 +74,15 @@ pub async fn run(args: BundleArgs, settings: &Settings, printer: Printer) -> any
         }
         None => None,
     };
-    let base = match &args.base {
-        Some(path) => Some(Bundle::open(path).map_err(bad_input)?),
-        None => None,
-    };
     let clusterfile = match &args.clusterfile {
         Some(path) => Some(fs::read(path).map_err(bad_input)?),
         None => None,
     };
     let store = Store::open(&settings.root)?;
+    let base = match &args.base {
+        Some(base) => Some(delta_base(&store, base)?),
+        None => None,
+    };
     let progress = progress_reporter(printer, "writing");
     let options = bundle::PackOptions {
         runner: &runner,
@@ -118,6 +120,20 @@ pub async fn run(args: BundleArgs, settings: &Settings, printer: Printer) -> any
         summary.index_digest
     ));
     Ok(())
+}
+
+/// `--base`: an existing file is a complete bundle, anything else an image in the store.
+fn delta_base(store: &Store, base: &str) -> anyhow::Result<bundle::DeltaBase> {
+    if std::path::Path::new(base).is_file() {
+        let bundle = Bundle::open(base).map_err(bad_input)?;
+        return bundle::DeltaBase::from_bundle(&bundle).map_err(bad_input);
+    }
+    let name = super::images::resolve(store, base).map_err(|e| {
+        bad_input(format!(
+            "--base {base:?} is neither a bundle file nor an image in the store: {e:#}"
+        ))
+    })?;
+    bundle::DeltaBase::from_store(store, &name).map_err(bad_input)
 }
 
 /// `airlock <version>`, recorded in bundles.
@@ -159,7 +175,8 @@ enum BundleCommand {
     Verify(TrustArgs),
     /// Unpack the image as an OCI image layout in DIR.
     Extract {
-        /// Target directory (created if missing).
+        /// Target directory: new, empty, or an OCI layout to add the image to (other
+        /// directories are refused).
         dir: PathBuf,
     },
     /// Serve the image over the OCI distribution API, straight from this file.
@@ -228,8 +245,8 @@ fn attach_base(
             Ok(bundle.with_base(base).map_err(bad_input)?)
         }
         (Some(wanted), None) if needs_base => Err(bad_input(format!(
-            "this is a delta bundle: it holds only what the bundle of {} (index {}) lacks; pass --base OLD.run",
-            wanted.image, wanted.index_digest
+            "this is a delta bundle: it holds only what a complete bundle of {} (image {}) lacks; pass --base OLD.run, a complete bundle of that image",
+            wanted.image, wanted.image_digest
         ))),
         (Some(_), None) => Ok(bundle),
     }
@@ -279,6 +296,10 @@ fn run_bundle(
         Some(BundleCommand::Extract { dir }) => {
             let progress = progress_reporter(printer, "extracting");
             let store = bundle::extract(&bundle, &dir, &|d, t| progress(d, t))
+                .map_err(|e| match e {
+                    bundle::PackError::TargetNotEmpty { .. } => bad_input(e),
+                    other => anyhow::Error::new(other),
+                })
                 .with_context(|| format!("extracting into {}", dir.display()))?;
             printer.result(format!(
                 "extracted {} into {} (an OCI image layout: `skopeo inspect oci:{}:{}`)",
@@ -468,7 +489,13 @@ fn info(bundle: &Bundle, format: OutputFormat, printer: Printer) {
         s.signer.as_deref().unwrap_or("unsigned")
     ));
     if let Some(sbom) = &s.sbom {
-        printer.result(format!("sbom:      {sbom} (CycloneDX JSON)"));
+        printer.result(format!(
+            "sbom:      {sbom} (CycloneDX JSON, {} components; `info --sbom` prints it)",
+            s.sbom_components.len()
+        ));
+        for component in &s.sbom_components {
+            printer.result(format!("  {component}"));
+        }
     }
     if let Some(clusterfile) = &s.clusterfile {
         printer.result(format!(
@@ -477,7 +504,8 @@ fn info(bundle: &Bundle, format: OutputFormat, printer: Printer) {
     }
     if let Some(base) = &s.delta_of {
         printer.result(format!(
-            "delta of:  {base} (run it with the base bundle beside it)"
+            "delta of:  {} {} (run it with a complete bundle of that image: --base OLD.run)",
+            base.image, base.image_digest
         ));
     }
     printer.result(format!("images:    {}", s.images.len()));

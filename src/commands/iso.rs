@@ -53,9 +53,15 @@ pub async fn run(args: IsoArgs, _settings: &Settings, printer: Printer) -> anyho
         Some(d) => bundle.read_blob(d)?.unwrap_or_default(),
         None => CLUSTERFILE.replace("{image}", &image).into_bytes(),
     };
-    let readme = README
+    let mut readme = README
         .replace("{image}", &image)
         .replace("{bundle}", &file_name);
+    if let Some(base) = &bundle.index().base {
+        readme.push_str(&format!(
+            "\nThis installer is a delta: it holds only what the complete installer of\n\n    {} ({})\n\nlacks. Keep that older .run file at hand and add `--base OLD.run` to\nevery command above but `info`, e.g.\n       ./{file_name} verify --base OLD.run\n",
+            base.image, base.image_digest
+        ));
+    }
     let files = vec![
         IsoFile {
             name: file_name.clone(),

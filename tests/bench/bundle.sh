@@ -1,11 +1,14 @@
 #!/bin/sh
+# shellcheck disable=SC2046 # put prints "DIGEST SIZE", split into $1 $2 on purpose
 # Bundle a 1 GiB cluster image and compare with `tar | zstd -T0 -3` and
 # `makeself --zstd`: writing, verifying/unpacking, and serving from the file.
-# Usage: tests/bench/bundle.sh [path/to/airlock] [payload MiB, default 1024]
+# The payload is 3/5 already-compressed layers (random bytes) and 2/5 binaries
+# (ELF files of this machine's /usr, stored uncompressed as container layers).
+# Usage: tests/bench/bundle.sh [path/to/airlock] [payload MiB, default 1000]
 # Run it on a static release binary (make build -> out/airlock).
 set -eu
 AIRLOCK=${1:-target/release/airlock}
-MIB=${2:-1024}
+MIB=${2:-1000}
 WORK=$(mktemp -d)
 SERVER=
 cleanup() {
@@ -24,14 +27,28 @@ put() {
     echo "sha256:$hex $size"
 }
 
-# Layers: already-compressed data (random), 64 MiB each, like container image layers.
+# Layers: 10 of already-compressed data (random), like gzip'd container layers, and
+# 4 of binaries (uncompressed tar layers hold them as they are).
 layers=""
-n=$((MIB / 64))
-for i in $(seq 1 "$n"); do
-    head -c 67108864 /dev/urandom >"$WORK/layer"
+random_mib=$((MIB * 3 / 5 / 10))
+for i in $(seq 1 10); do
+    head -c $((random_mib * 1048576)) /dev/urandom >"$WORK/layer"
     set -- $(put "$WORK/layer")
     layers="$layers{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"$1\",\"size\":$2},"
 done
+binary_mib=$((MIB * 2 / 5 / 4))
+find /usr/lib /usr/bin /usr/libexec -type f -size +64k -perm -u+x 2>/dev/null | sort |
+    xargs cat 2>/dev/null | head -c $((binary_mib * 4 * 1048576)) >"$WORK/binaries"
+if [ "$(stat -c %s "$WORK/binaries")" -lt $((binary_mib * 4 * 1048576)) ]; then
+    echo "not enough binaries under /usr for $((binary_mib * 4)) MiB"
+    exit 1
+fi
+for i in 0 1 2 3; do
+    dd if="$WORK/binaries" of="$WORK/layer" bs=1M skip=$((i * binary_mib)) count="$binary_mib" status=none
+    set -- $(put "$WORK/layer")
+    layers="$layers{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"$1\",\"size\":$2},"
+done
+rm "$WORK/binaries"
 layers=${layers%,}
 printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"airlock":{"runtime":"generic"}}' >"$WORK/config"
 set -- $(put "$WORK/config")
@@ -43,7 +60,7 @@ printf '{"imageLayoutVersion":"1.0.0"}' >"$STORE/oci-layout"
 # Time a command, starting with no dirty pages left by the one before.
 t() { sync; start=$(date +%s.%N); "$@" >/dev/null 2>&1; end=$(date +%s.%N); echo "$end - $start" | bc; }
 sync
-echo "payload: $MIB MiB in $n layers"
+echo "payload: $((random_mib * 10)) MiB compressed in 10 layers + $((binary_mib * 4)) MiB binaries in 4 layers"
 echo "write   tar | zstd -T0 -3:        $(t sh -c "tar -C '$WORK' -cf - store | zstd -T0 -3 -q -o '$WORK/ref.tar.zst'") s"
 echo "write   makeself --zstd:          $(t makeself --zstd --complevel 3 --nox11 --sha256 "$STORE" "$WORK/ref.makeself.run" bench true) s"
 echo "write   airlock bundle:           $(t "$AIRLOCK" --root "$STORE" bundle registry.local/bench/cluster:v1 -o "$WORK/bench.run" --runner "$AIRLOCK") s"
@@ -70,3 +87,5 @@ curl -fs "http://127.0.0.1:$port/v2/bench/cluster/manifests/v1" \
     -H 'Accept: application/vnd.oci.image.manifest.v1+json' >/dev/null
 end=$(date +%s.%N)
 echo "serve   first manifest:           $(echo "$end - $start" | bc) s"
+mib() { echo "$(($(stat -c %s "$1") / 1048576)) MiB"; }
+echo "size    tar.zst $(mib "$WORK/ref.tar.zst"), makeself $(mib "$WORK/ref.makeself.run"), bundle $(mib "$WORK/bench.run")"

@@ -2,7 +2,6 @@
 //! executed (`info`, `verify`, `extract`, `install`), damaged in every region, signed,
 //! and cut into a delta. The runner is the airlock binary under test.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -216,6 +215,8 @@ fn bundle_runs_info_and_verify_from_itself() {
     assert!(text.contains(NAME), "{text}");
     assert!(text.contains("kubernetes v1.30.2 (containerd)"), "{text}");
     assert!(text.contains("docker.io/library/nginx:1.25"), "{text}");
+    assert!(text.contains("CycloneDX JSON, 3 components"), "{text}");
+    assert!(text.contains("application airlock@"), "{text}");
 
     let output = run(&file, &["info", "-o", "json"]);
     assert_success(&output);
@@ -223,6 +224,7 @@ fn bundle_runs_info_and_verify_from_itself() {
     assert_eq!(json["image"], NAME);
     assert_eq!(json["runtime"], "kubernetes");
     assert_eq!(json["images"].as_array().unwrap().len(), 2);
+    assert_eq!(json["sbomComponents"].as_array().unwrap().len(), 3);
     // index + 2 manifests + 2 configs + 3 layers + the SBOM + the Clusterfile
     assert_eq!(json["blobs"], 10);
     let clusterfile: Digest = json["clusterfile"].as_str().unwrap().parse().unwrap();
@@ -374,6 +376,20 @@ fn extract_writes_an_oci_layout_that_skopeo_reads() {
         .output()
         .unwrap();
     assert_success(&output);
+    // Extracting again into the layout adds nothing and succeeds; a directory
+    // holding anything else is refused untouched.
+    assert_success(&run(&file, &["extract", out.to_str().unwrap()]));
+    let busy = fx.path("busy");
+    fs::create_dir(&busy).unwrap();
+    fs::write(busy.join("notes.txt"), "mine").unwrap();
+    let refused = run(&file, &["extract", busy.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("not empty"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(fs::read_dir(&busy).unwrap().count(), 1);
     // A full copy re-reads and checks every blob's digest.
     let copy = fx.path("copy");
     let output = Command::new("skopeo")
@@ -450,6 +466,32 @@ fn signed_bundles_are_trusted_only_by_their_key() {
     );
 }
 
+/// `delta verify --base base` fails with exit code 2 and says `needle`.
+fn assert_base_refused(delta: &Path, base: &Path, needle: &str) {
+    let output = run(delta, &["verify", "--base", base.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains(needle), "{}", stderr(&output));
+}
+
+/// `delta extract out --base base` writes every blob of `image`, whole.
+fn assert_extracts_whole(delta: &Path, base: &Path, out: &Path, image: &str) {
+    let args = [
+        "extract",
+        out.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+    ];
+    assert_success(&run(delta, &args));
+    let extracted = Store::open(out).unwrap();
+    let top = extracted.resolve(image).unwrap();
+    for descriptor in extracted.walk(&top).unwrap() {
+        assert_eq!(
+            extracted.blob_size(&descriptor.digest).unwrap(),
+            descriptor.size
+        );
+    }
+}
+
 #[test]
 fn a_delta_holds_only_new_blobs_and_needs_its_base() {
     let fx = Fixture::new();
@@ -484,28 +526,90 @@ fn a_delta_holds_only_new_blobs_and_needs_its_base() {
     assert_success(&run(&delta, &["verify", "--base", base.to_str().unwrap()]));
     let wrong = run(&delta, &["verify", "--base", full.to_str().unwrap()]);
     assert_eq!(wrong.status.code(), Some(2));
+    // Made against a bundle file, the delta takes only that file, not another bundle
+    // of the same image.
+    let template = fx.path("Clusterfile.tmpl");
+    fs::write(&template, "kind: Cluster\n").unwrap();
+    let other = fx.bundle(
+        NAME,
+        "v1-other.run",
+        &["--clusterfile", template.to_str().unwrap()],
+    );
+    assert_base_refused(&delta, &other, "another bundle");
 
-    let out = fx.path("v2-extracted");
-    assert_success(&run(
-        &delta,
-        &[
-            "extract",
-            out.to_str().unwrap(),
-            "--base",
-            base.to_str().unwrap(),
-        ],
-    ));
-    let extracted = Store::open(&out).unwrap();
-    let top = extracted.resolve(v2).unwrap();
-    let digests: BTreeMap<Digest, u64> = extracted
-        .walk(&top)
-        .unwrap()
-        .into_iter()
-        .map(|d| (d.digest, d.size))
-        .collect();
-    for (digest, size) in digests {
-        assert_eq!(extracted.blob_size(&digest).unwrap(), size);
+    assert_extracts_whole(&delta, &base, &fx.path("v2-extracted"), v2);
+}
+
+#[test]
+fn a_delta_against_a_store_image_runs_with_any_complete_bundle_of_that_image() {
+    let fx = Fixture::new();
+    let v2 = "registry.local/test/cluster:v2";
+    put_cluster(&Store::open(&fx.root).unwrap(), v2, 2);
+    // Made before any v1 bundle exists: only the store image is the base.
+    let delta = fx.bundle(v2, "v2-delta.run", &["--base", NAME]);
+    let v1_top = Store::open(&fx.root).unwrap().resolve(NAME).unwrap().digest;
+    let index = Bundle::open(&delta).unwrap().index().clone();
+    let base = index.base.clone().expect("a delta names its base");
+    assert_eq!((base.image.as_str(), &base.image_digest), (NAME, &v1_top));
+    assert_eq!(base.index_digest, None);
+    assert!(
+        index.blobs.iter().any(|b| b.offset.is_none()),
+        "the delta repeats every blob of the base image"
+    );
+
+    let output = run(&delta, &["verify"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains(&v1_top.to_string()),
+        "{}",
+        stderr(&output)
+    );
+
+    // Any complete bundle of v1 will do, whatever else it carries.
+    let template = fx.path("Clusterfile.tmpl");
+    fs::write(&template, "apiVersion: airlock.io/v1\nkind: Cluster\n").unwrap();
+    let plain = fx.bundle(NAME, "v1.run", &[]);
+    let with_template = fx.bundle(
+        NAME,
+        "v1-template.run",
+        &["--clusterfile", template.to_str().unwrap()],
+    );
+    for old in [&plain, &with_template] {
+        assert_success(&run(&delta, &["verify", "--base", old.to_str().unwrap()]));
     }
+
+    // A bundle of another image is refused, naming the image the delta needs.
+    let full_v2 = fx.bundle(v2, "v2.run", &[]);
+    assert_base_refused(&delta, &full_v2, &v1_top.to_string());
+
+    assert_extracts_whole(&delta, &plain, &fx.path("v2-extracted"), v2);
+
+    // On a disc, the README tells the operator the delta needs its base.
+    let iso = fx.path("delta.iso");
+    let output = airlock(&fx.root)
+        .arg("iso")
+        .arg(&delta)
+        .arg("-o")
+        .arg(&iso)
+        .output()
+        .unwrap();
+    assert_success(&output);
+    let read_back = fx.path("delta-iso");
+    if let Some(output) = xorriso_extract(&iso, &read_back) {
+        assert_success(&output);
+        let readme = fs::read_to_string(read_back.join("README.txt")).unwrap();
+        assert!(readme.contains("--base OLD.run"), "{readme}");
+        assert!(readme.contains(&v1_top.to_string()), "{readme}");
+    }
+
+    // A base that is neither a file nor an image is bad input.
+    let output = airlock(&fx.root)
+        .args(["bundle", v2, "-o"])
+        .arg(fx.path("nope.run"))
+        .args(["--runner", BIN, "--base", "registry.local/test/cluster:v0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
 
 fn xorriso(args: &[&str]) -> Option<Output> {
