@@ -33,6 +33,17 @@ fn ok(out: Output, what: &str) -> String {
     format!("{stdout}{stderr}")
 }
 
+/// `BUNDLE install -f CLUSTERFILE --yes` with the operator's store in `operator`.
+fn install(bundle: &Path, clusterfile: &Path, operator: &Path) -> Output {
+    Command::new(bundle)
+        .args(["install", "-f"])
+        .arg(clusterfile)
+        .arg("--yes")
+        .env("AIRLOCK_ROOT", operator)
+        .output()
+        .unwrap()
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -116,13 +127,7 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
         &tb,
         "    user: root\n    passwd: not-the-password\n",
     );
-    let out = Command::new(&bundle)
-        .args(["install", "-f"])
-        .arg(&wrong)
-        .arg("--yes")
-        .env("AIRLOCK_ROOT", &operator)
-        .output()
-        .unwrap();
+    let out = install(&bundle, &wrong, &operator);
     let msg = text(&out);
     assert!(!out.status.success(), "a wrong password must fail:\n{msg}");
     assert!(
@@ -145,13 +150,7 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
         &tb,
         &format!("    user: root\n    pk: {}\n", tb.key.display()),
     );
-    let out = Command::new(&bundle)
-        .args(["install", "-f"])
-        .arg(&cf)
-        .arg("--yes")
-        .env("AIRLOCK_ROOT", &operator)
-        .output()
-        .unwrap();
+    let out = install(&bundle, &cf, &operator);
     let first = ok(out, "bundle install");
     assert!(first.contains("installed"), "{first}");
     // The blobs went node to node, not three times from the operator.
@@ -202,13 +201,7 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
     );
 
     // A re-run changes nothing: every step is already done.
-    let out = Command::new(&bundle)
-        .args(["install", "-f"])
-        .arg(&cf)
-        .arg("--yes")
-        .env("AIRLOCK_ROOT", &operator)
-        .output()
-        .unwrap();
+    let out = install(&bundle, &cf, &operator);
     let again = ok(out, "second install");
     let redone: Vec<&str> = again
         .lines()
