@@ -26,9 +26,14 @@ pub fn target_for(host: &Host) -> SshTarget {
             socket: PathBuf::new(),
         },
     };
-    let mut target = SshTarget::new(host.ip.to_string(), ssh.user.clone(), auth);
+    let mut target = SshTarget::new(host.ip.to_string(), ssh.user.clone(), auth.clone());
     target.port = ssh.port;
     target.sudo_password = ssh.sudo_password.clone();
+    if let Some(b) = &ssh.bastion {
+        let mut jump = SshTarget::new(b.host.clone(), b.user.clone(), auth);
+        jump.port = b.port;
+        target.bastion = Some(Box::new(jump));
+    }
     target
 }
 
@@ -75,5 +80,33 @@ pub async fn connect_all(
         Ok(Connected { remotes, new_keys })
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::clusterfile::Clusterfile;
+
+    #[test]
+    fn targets_carry_key_port_sudo_and_bastion() {
+        let yaml = "apiVersion: sealer.io/v2\nkind: Cluster\nspec:\n  ssh: {user: ops, pk: /k, port: 2200, sudoPasswd: s, bastion: 'jump@198.18.0.1:22'}\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n";
+        let spec = Clusterfile::parse("cf", yaml)
+            .unwrap()
+            .resolve(&|_| None)
+            .unwrap();
+        let t = target_for(&spec.hosts[0]);
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_str()),
+            ("198.18.0.2", 2200, "ops")
+        );
+        assert!(matches!(&t.auth, SshAuth::Key { path, .. } if path == std::path::Path::new("/k")));
+        assert_eq!(t.sudo_password.as_ref().map(|s| s.expose()), Some("s"));
+        let jump = t.bastion.expect("a bastion");
+        assert_eq!(
+            (jump.host.as_str(), jump.port, jump.user.as_str()),
+            ("198.18.0.1", 22, "jump")
+        );
+        assert!(matches!(jump.auth, SshAuth::Key { .. }));
     }
 }

@@ -113,6 +113,10 @@ pub struct SshFields {
     /// airlock: sudo password when `user` is not root (default: the login password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sudo_passwd: Option<String>,
+    /// airlock: reach the host through this jump host, `[USER@]HOST[:PORT]` (like
+    /// `ssh -J`), logging in there with the same credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bastion: Option<String>,
 }
 
 impl std::fmt::Debug for SshFields {
@@ -127,6 +131,7 @@ impl std::fmt::Debug for SshFields {
             .field("pk_passwd", &hide(&self.pk_passwd))
             .field("port", &self.port)
             .field("sudo_passwd", &hide(&self.sudo_passwd))
+            .field("bastion", &self.bastion)
             .finish()
     }
 }
@@ -149,6 +154,7 @@ impl SshFields {
                 .sudo_passwd
                 .clone()
                 .or_else(|| base.sudo_passwd.clone()),
+            bastion: self.bastion.clone().or_else(|| base.bastion.clone()),
         }
     }
 }
@@ -737,7 +743,15 @@ fn resolve_ssh(
                 .to_string(),
         ));
     }
+    let user = f.user.clone().unwrap_or_else(|| "root".to_string());
+    let bastion = f
+        .bastion
+        .as_deref()
+        .map(|b| Bastion::parse(b, &user))
+        .transpose()
+        .map_err(|m| ("bastion".to_string(), m))?;
     Ok(SshConfig {
+        bastion,
         user: f.user.clone().unwrap_or_else(|| "root".to_string()),
         port: f.port.map_or(22, |p| p.0),
         password: password.clone(),
@@ -795,6 +809,43 @@ pub struct SshConfig {
     pub key_passphrase: Option<Secret>,
     /// Password for sudo when the user is not root.
     pub sudo_password: Option<Secret>,
+    /// The jump host to go through, if any.
+    pub bastion: Option<Bastion>,
+}
+
+/// A jump host: where it is and who logs in there (with the host's credentials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bastion {
+    /// Its address or name.
+    pub host: String,
+    /// Its SSH port.
+    pub port: u16,
+    /// Login user there.
+    pub user: String,
+}
+
+impl Bastion {
+    /// Parse `[USER@]HOST[:PORT]`; the user defaults to `default_user`.
+    pub fn parse(text: &str, default_user: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not [USER@]HOST[:PORT], e.g. ops@198.18.0.1:22");
+        let (user, rest) = match text.trim().split_once('@') {
+            Some((u, r)) if !u.is_empty() => (u.to_string(), r),
+            Some(_) => return Err(bad()),
+            None => (default_user.to_string(), text.trim()),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?),
+            None => (rest, 22),
+        };
+        if host.is_empty() || host.contains(['/', ' ', '@']) {
+            return Err(bad());
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            user,
+        })
+    }
 }
 
 /// One host of the cluster, resolved.
@@ -1016,6 +1067,44 @@ spec:
         assert!(e.starts_with("cf.yaml: not valid YAML"), "{e}");
         let no_cred = "apiVersion: sealer.io/v2\nkind: Cluster\nspec:\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n";
         assert!(resolve_err(no_cred).contains("spec.hosts[0].ssh.passwd: no credential"));
+    }
+
+    #[test]
+    fn a_bastion_is_parsed_and_checked() {
+        let yaml = "apiVersion: sealer.io/v2\nkind: Cluster\nspec:\n  ssh: {passwd: x, user: ops, bastion: 198.18.0.1}\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n    ssh: {bastion: 'jump@gw:2222'}\n  - ips: [198.18.0.3]\n    roles: [node]\n";
+        let spec = Clusterfile::parse("cf", yaml)
+            .unwrap()
+            .resolve(&no_env)
+            .unwrap();
+        let b = |i: usize| spec.hosts[i].ssh.bastion.clone().unwrap();
+        assert_eq!(
+            b(0),
+            Bastion {
+                host: "gw".into(),
+                port: 2222,
+                user: "jump".into()
+            }
+        );
+        assert_eq!(
+            b(1),
+            Bastion {
+                host: "198.18.0.1".into(),
+                port: 22,
+                user: "ops".into()
+            }
+        );
+        let bad = yaml.replace("jump@gw:2222", "gw:notaport");
+        let err = Clusterfile::parse("cf", &bad)
+            .unwrap()
+            .resolve(&no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "cf: Cluster spec.hosts[0].ssh.bastion: \"gw:notaport\" is not [USER@]HOST[:PORT]"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
