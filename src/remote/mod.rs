@@ -153,6 +153,17 @@ impl RemoteCommand {
             words.push("env".to_string());
             words.extend(self.env.iter().map(|(k, v)| quote(&format!("{k}={v}"))));
         }
+        if let Some(limit) = self.timeout {
+            // The far side enforces the limit too (a little later than the client
+            // gives up), so a command that timed out does not run on unseen.
+            let secs = limit.as_secs().max(1) + 2;
+            words.extend([
+                "timeout".to_string(),
+                "-k".to_string(),
+                "5".to_string(),
+                secs.to_string(),
+            ]);
+        }
         words.extend(self.argv.iter().map(|a| quote(a)));
         words.join(" ")
     }
@@ -450,6 +461,14 @@ mod tests {
             cmd.to_shell(),
             r"cd '/tmp/x y' && echo 'a b' 'it'\''s' '$(rm -rf /)' ''"
         );
+    }
+
+    #[test]
+    fn a_time_limit_is_enforced_on_the_far_side_too() {
+        let cmd = RemoteCommand::new("sleep")
+            .arg("30")
+            .timeout(std::time::Duration::from_secs(10));
+        assert_eq!(cmd.to_shell(), "timeout -k 5 12 sleep 30");
     }
 
     #[test]

@@ -283,13 +283,27 @@ async fn ssh_exit_code_stderr_streaming_quoting_and_timeout() {
     assert_eq!(echoed, "[a b][it's][$(touch /tmp/airlock-pwned)][][*][\\n]");
 
     let slow = RemoteCommand::new("sleep")
-        .arg("30")
+        .arg("37")
         .timeout(Duration::from_secs(1));
     let err = remote.run(&slow).await.unwrap_err();
     assert!(
         matches!(err, RemoteError::Timeout { seconds: 1, .. }),
         "{err}"
     );
+    // The far side stops the command too: it does not run on unseen.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::process::Command::new("pgrep")
+        .args(["-fx", "sleep 37"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timed-out command still runs on the host"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The connection still works after a timed-out command.
     assert_eq!(
         stdout(&remote, RemoteCommand::new("echo").arg("ok")).await,
