@@ -106,29 +106,55 @@ fn group(ips: &[std::net::Ipv4Addr], role: &str) -> String {
     )
 }
 
+const LISTING: &str = "find /etc /var/lib -xdev \\( -path /var/lib/containerd -o -path /var/lib/systemd \\) -prune -o -print | sort";
+
 /// What airlock may change on a host, listed: every path under /etc and /var/lib
-/// (containerd's and systemd's own state aside) and the content of /etc/hosts.
-fn snapshot(tb: &Testbed, host: usize) -> String {
-    let out = tb.exec(
-        host,
-        &[
-            "sh",
-            "-c",
-            "find /etc /var/lib -xdev \\( -path /var/lib/containerd -o -path /var/lib/systemd \\) -prune -o -print | sort; cat /etc/hosts",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// (containerd's and systemd's own state aside) and the content of /etc/hosts; and
+/// the same listing of the machine below the host's overlay, taken at the same time.
+struct Snapshot {
+    host: String,
+    machine: String,
 }
 
-fn same_as_before(before: &str, after: &str, host: usize) {
-    if before != after {
-        let b: Vec<&str> = before.lines().collect();
-        let a: Vec<&str> = after.lines().collect();
-        let added: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).collect();
-        let removed: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).collect();
-        panic!("host {host} differs after reset: added {added:?}, removed {removed:?}");
+fn snapshot(tb: &Testbed, host: usize) -> Snapshot {
+    let out = tb.exec(host, &["sh", "-c", &format!("{LISTING}; cat /etc/hosts")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let machine = std::process::Command::new("sh")
+        .args(["-c", LISTING])
+        .output()
+        .unwrap();
+    Snapshot {
+        host: String::from_utf8_lossy(&out.stdout).into_owned(),
+        machine: String::from_utf8_lossy(&machine.stdout).into_owned(),
     }
+}
+
+/// The host's listing is the same as before, but for paths that changed on the
+/// machine itself in between: tests running in parallel add and remove users and
+/// sudoers files there, and the hosts' overlays show the machine's files.
+fn same_as_before(before: &Snapshot, after: &Snapshot, host: usize) {
+    let lines = |s: &str| {
+        s.lines()
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let machine_changed: std::collections::BTreeSet<String> = lines(&before.machine)
+        .symmetric_difference(&lines(&after.machine))
+        .cloned()
+        .collect();
+    let (b, a) = (lines(&before.host), lines(&after.host));
+    let added: Vec<&String> = a
+        .difference(&b)
+        .filter(|l| !machine_changed.contains(*l))
+        .collect();
+    let removed: Vec<&String> = b
+        .difference(&a)
+        .filter(|l| !machine_changed.contains(*l))
+        .collect();
+    assert!(
+        added.is_empty() && removed.is_empty(),
+        "host {host} differs after reset: added {added:?}, removed {removed:?}"
+    );
 }
 
 fn members(tb: &Testbed) -> Vec<String> {
@@ -195,7 +221,7 @@ fn etcd_cluster_lifecycle_on_systemd_testbed_hosts() {
     })
     .expect("testbed up");
     let h = &tb.hosts;
-    let before: Vec<String> = (1..=5).map(|i| snapshot(&tb, i)).collect();
+    let before: Vec<Snapshot> = (1..=5).map(|i| snapshot(&tb, i)).collect();
     let three = clusterfile(
         work.path(),
         "three.yaml",
