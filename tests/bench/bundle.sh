@@ -19,13 +19,8 @@ trap cleanup EXIT
 STORE=$WORK/store
 mkdir -p "$STORE/blobs/sha256"
 
-# put FILE: move FILE into the store, print "DIGEST SIZE".
-put() {
-    hex=$(sha256sum "$1" | cut -d' ' -f1)
-    size=$(stat -c %s "$1")
-    mv "$1" "$STORE/blobs/sha256/$hex"
-    echo "sha256:$hex $size"
-}
+# shellcheck source=tests/bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # Layers: 10 of already-compressed data (random), like gzip'd container layers, and
 # 4 of binaries (uncompressed tar layers hold them as they are).

@@ -42,12 +42,8 @@ wait_for() {
 # OCI layout that is also an airlock store.
 STORE=$WORK/store
 mkdir -p "$STORE/blobs/sha256"
-put() {
-    hex=$(sha256sum "$1" | cut -d' ' -f1)
-    size=$(stat -c %s "$1")
-    mv "$1" "$STORE/blobs/sha256/$hex"
-    echo "sha256:$hex $size"
-}
+# shellcheck source=tests/bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 head -c 67108864 /dev/urandom >"$WORK/layer"
 set -- $(put "$WORK/layer")
 LAYER=$1
