@@ -74,6 +74,7 @@ fi
 
 if command -v ss >/dev/null 2>&1; then
     ss -ltnH | awk '{print "listen=" $4}'
+    ss -ltnpH 2>/dev/null | awk '/\(\("airlock"/ {print "airlock_listen=" $4}'
 else
     awk 'NR > 1 && $4 == "0A" {print "tcp=" $2}' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 fi

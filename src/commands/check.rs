@@ -93,6 +93,31 @@ pub async fn run(args: CheckArgs, settings: &Settings, printer: Printer) -> anyh
     }
 }
 
+/// What the cluster's image asks of the hosts, if the image is in the local store;
+/// otherwise the strictest (Kubernetes) requirements.
+fn requirements(
+    spec: &crate::spec::clusterfile::ClusterSpec,
+    settings: &Settings,
+    printer: Printer,
+) -> Requirements {
+    let plan = cluster::store_source(settings, &spec.image).and_then(|from| {
+        crate::install::ImagePlan::read(from.source.as_ref(), &from.image).map_err(Into::into)
+    });
+    match plan {
+        Ok(plan) => {
+            let payload = plan.payload_bytes();
+            Requirements::for_image(&plan.config.runtime, plan.config.platforms.clone(), payload)
+        }
+        Err(e) => {
+            printer.status(format!(
+                "image {} is not readable here ({e:#}): judging the hosts as for Kubernetes",
+                spec.image
+            ));
+            Requirements::default()
+        }
+    }
+}
+
 async fn pre(
     spec: &crate::spec::clusterfile::ClusterSpec,
     args: &CheckArgs,
@@ -113,14 +138,8 @@ async fn pre(
         .await
         .into_iter()
         .collect();
-    let report = preflight::run(
-        spec,
-        &Requirements::default(),
-        &targets,
-        &BTreeSet::new(),
-        &|_| {},
-    )
-    .await;
+    let req = requirements(spec, settings, printer);
+    let report = preflight::run(spec, &req, &targets, &BTreeSet::new(), &|_| {}).await;
     if args.format.is_json() {
         printer.json(&report.findings);
     } else {

@@ -20,11 +20,11 @@ use crate::bundle::Bundle;
 use crate::image::BlobSource;
 use crate::install::connect::target_for;
 use crate::install::{Event, ImagePlan, Install, Reporter};
-use crate::preflight::{self, CheckId, Finding, Report, Requirements, Status};
+use crate::preflight::{self, CheckId, Finding, Report, Requirements};
 use crate::printer::Printer;
 use crate::remote::known_hosts::KnownHosts;
 use crate::remote::ssh::SshRemote;
-use crate::remote::{Remote, RemoteCommand, UploadSource};
+use crate::remote::{Remote, UploadSource};
 use crate::settings::Settings;
 use crate::spec::clusterfile::ClusterSpec;
 use crate::wizard::event::InstallResult;
@@ -71,53 +71,10 @@ impl WizardEngine for BundleEngine {
             .await
             .into_iter()
             .collect();
-        let payload: u64 = self
-            .plan
-            .rootfs_blobs
-            .iter()
-            .chain(&self.plan.image_blobs)
-            .map(|d| d.size)
-            .sum();
-        if is_kubernetes(&self.plan.config.runtime) {
-            let req = Requirements {
-                platforms: self.plan.config.platforms.clone(),
-                payload_bytes: payload,
-                ..Requirements::default()
-            };
-            return Ok(preflight::run(spec, &req, &targets, skip, on_finding).await);
-        }
-        let req = generic_requirements(self.plan.config.platforms.clone(), payload);
-        let mut not_judged = skip.clone();
-        not_judged.extend(KUBERNETES_ONLY);
-        let relabel = |f: &Finding| {
-            if f.check == CheckId::Ports {
-                return; // judged below, on the ports a generic image needs
-            }
-            if KUBERNETES_ONLY.contains(&f.check) && !skip.contains(&f.check) {
-                on_finding(&not_needed(f));
-            } else {
-                on_finding(f);
-            }
-        };
-        let mut report = preflight::run(spec, &req, &targets, &not_judged, &relabel).await;
-        for finding in report.findings.iter_mut() {
-            if KUBERNETES_ONLY.contains(&finding.check) && !skip.contains(&finding.check) {
-                *finding = not_needed(finding);
-            }
-        }
-        report.findings.retain(|f| f.check != CheckId::Ports);
-        for host in &spec.hosts {
-            if let Some(facts) = report.facts.get(&host.ip) {
-                let ours = match targets.get(&host.ip) {
-                    Some(Ok(remote)) => airlock_listens(remote.as_ref(), spec.registry.port).await,
-                    _ => false,
-                };
-                let finding = generic_ports(spec, host, facts, skip, ours);
-                on_finding(&finding);
-                report.findings.push(finding);
-            }
-        }
-        Ok(report)
+        let config = &self.plan.config;
+        let payload = self.plan.payload_bytes();
+        let req = Requirements::for_image(&config.runtime, config.platforms.clone(), payload);
+        Ok(preflight::run(spec, &req, &targets, skip, on_finding).await)
     }
 
     async fn install(&self, spec: &ClusterSpec, reporter: Arc<dyn Reporter>) -> InstallResult {
@@ -170,107 +127,6 @@ impl WizardEngine for BundleEngine {
         let root = self.settings.root.clone();
         let clusterfile = clusterfile.to_string();
         tokio::task::block_in_place(|| write_support_bundle(&root, &clusterfile))
-    }
-}
-
-/// Checks that only matter to a Kubernetes runtime (etcd, kubelet, CNI, kubeadm).
-const KUBERNETES_ONLY: [CheckId; 8] = [
-    CheckId::Fsync,
-    CheckId::Ports,
-    CheckId::Swap,
-    CheckId::Modules,
-    CheckId::Sysctl,
-    CheckId::Runtime,
-    CheckId::Leftovers,
-    CheckId::Cidr,
-];
-
-/// Whether an image's runtime (its `runtime` config field) is Kubernetes.
-fn is_kubernetes(runtime: &str) -> bool {
-    !(runtime.is_empty() || runtime == "generic")
-}
-
-/// What a generic image needs of a host: its platform and room for the payload.
-fn generic_requirements(platforms: Vec<String>, payload_bytes: u64) -> Requirements {
-    Requirements {
-        platforms,
-        master_cpus: 1,
-        master_mem_mb: 0,
-        node_cpus: 1,
-        node_mem_mb: 0,
-        disk_mb: 0,
-        payload_bytes,
-        ports: Vec::new(),
-        ..Requirements::default()
-    }
-}
-
-/// A Kubernetes-only check, as shown for a generic image.
-fn not_needed(f: &Finding) -> Finding {
-    Finding {
-        status: Status::Skipped,
-        message: "not needed: the image runs no Kubernetes".to_string(),
-        fix: String::new(),
-        ..f.clone()
-    }
-}
-
-/// Whether the process listening on `port` is airlock's own registry (a re-run).
-async fn airlock_listens(remote: &dyn Remote, port: u16) -> bool {
-    let cmd = RemoteCommand::new("ss")
-        .args(["-ltnpH", &format!("sport = :{port}")])
-        .sudo();
-    remote
-        .check(&cmd)
-        .await
-        .is_ok_and(|out| out.stdout_text().contains("((\"airlock\""))
-}
-
-/// The ports check of a generic image: only the registry's port, where it runs;
-/// `ours` says airlock's own registry holds it (from an earlier install).
-fn generic_ports(
-    spec: &ClusterSpec,
-    host: &crate::spec::clusterfile::Host,
-    facts: &preflight::Facts,
-    skip: &BTreeSet<CheckId>,
-    ours: bool,
-) -> Finding {
-    let registry_here = if spec.registry.ha {
-        host.is_master()
-    } else {
-        spec.first_master().ip == host.ip
-    };
-    let port = spec.registry.port;
-    let busy = registry_here && facts.listening_ports().contains(&port);
-    let (status, message, fix) = if busy && ours {
-        (
-            Status::Pass,
-            format!("registry port {port}: airlock's registry already runs here"),
-            String::new(),
-        )
-    } else if !busy {
-        let message = if registry_here {
-            format!("registry port {port} free")
-        } else {
-            "none needed".to_string()
-        };
-        (Status::Pass, message, String::new())
-    } else if skip.contains(&CheckId::Ports) {
-        (Status::Skipped, format!("in use: {port}"), String::new())
-    } else {
-        (
-            Status::Fail,
-            format!("in use: {port} (the registry's port)"),
-            "stop what listens there (`ss -ltnp` shows it) or choose another registry port (Settings)"
-                .to_string(),
-        )
-    };
-    Finding {
-        host: host.ip,
-        check: CheckId::Ports,
-        status,
-        message,
-        fix,
     }
 }
 
@@ -401,37 +257,6 @@ pub(crate) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::clusterfile::Clusterfile;
-
-    fn spec() -> ClusterSpec {
-        let text = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata:\n  name: hello\nspec:\n  image: hello:1\n  ssh:\n    user: root\n    pk: /k\n  hosts:\n    - ips: [ 198.18.0.2 ]\n      roles: [ master ]\n    - ips: [ 198.18.0.3 ]\n      roles: [ node ]\n";
-        Clusterfile::parse("Clusterfile", text)
-            .unwrap()
-            .resolve(&|_| None)
-            .unwrap()
-    }
-
-    #[test]
-    fn generic_images_need_only_the_registry_port_on_its_host() {
-        let spec = spec();
-        let busy =
-            preflight::Facts::parse("listen=0.0.0.0:5000\nlisten=*:10250\nlisten=[::]:6443\n");
-        let skip = BTreeSet::new();
-        let master = generic_ports(&spec, &spec.hosts[0], &busy, &skip, false);
-        assert_eq!(master.status, Status::Fail, "{master:?}");
-        assert!(master.message.contains("5000"), "{master:?}");
-        assert!(!master.message.contains("10250"), "{master:?}");
-        let node = generic_ports(&spec, &spec.hosts[1], &busy, &skip, false);
-        assert_eq!(node.status, Status::Pass, "{node:?}");
-        let free = preflight::Facts::parse("listen=*:10250\n");
-        let master = generic_ports(&spec, &spec.hosts[0], &free, &skip, false);
-        assert_eq!(master.status, Status::Pass, "{master:?}");
-        let skipped = BTreeSet::from([CheckId::Ports]);
-        let master = generic_ports(&spec, &spec.hosts[0], &busy, &skipped, false);
-        assert_eq!(master.status, Status::Skipped, "{master:?}");
-        let rerun = generic_ports(&spec, &spec.hosts[0], &busy, &skip, true);
-        assert_eq!(rerun.status, Status::Pass, "{rerun:?}");
-    }
 
     #[test]
     fn image_names_split_into_name_and_version() {
@@ -443,15 +268,5 @@ mod tests {
             split_name("reg.local:5000/team/app"),
             ("reg.local:5000/team/app".to_string(), "latest".to_string())
         );
-    }
-
-    #[test]
-    fn only_a_kubernetes_runtime_gets_kubernetes_checks() {
-        assert!(!is_kubernetes(""));
-        assert!(!is_kubernetes("generic"));
-        assert!(is_kubernetes("kubernetes"));
-        let req = generic_requirements(vec!["linux/amd64".into()], 1 << 30);
-        assert_eq!((req.master_cpus, req.master_mem_mb, req.disk_mb), (1, 0, 0));
-        assert!(req.ports.is_empty());
     }
 }

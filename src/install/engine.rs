@@ -197,6 +197,15 @@ pub struct ImagePlan {
 }
 
 impl ImagePlan {
+    /// Bytes sent to a host that gets everything: the rootfs and the container images.
+    pub fn payload_bytes(&self) -> u64 {
+        self.rootfs_blobs
+            .iter()
+            .chain(&self.image_blobs)
+            .map(|d| d.size)
+            .sum()
+    }
+
     /// Read the plan of the image `name` from `source`.
     pub fn read(source: &dyn BlobSource, name: &str) -> Result<Self, InstallError> {
         let err = |reason: String| InstallError::Image {

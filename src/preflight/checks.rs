@@ -61,6 +61,7 @@ pub const CHECKS: &[Check] = &[
     ),
     check(CheckId::Cidr, Severity::Error, "pod/service CIDRs free"),
     check(CheckId::DefaultRoute, Severity::Error, "default route"),
+    check(CheckId::Peers, Severity::Error, "hosts reach each other"),
 ];
 
 const fn check(id: CheckId, severity: Severity, title: &'static str) -> Check {
@@ -76,6 +77,9 @@ pub fn check_of(id: CheckId) -> &'static Check {
     CHECKS.iter().find(|c| c.id == id).unwrap_or(&CHECKS[0])
 }
 
+/// The message of a Kubernetes-only check on an image of another runtime.
+pub const NOT_NEEDED: &str = "not needed: the image runs no Kubernetes";
+
 /// How far apart hosts' clocks may be.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 5;
 /// Above this average synchronous write, etcd is too slow.
@@ -85,6 +89,8 @@ pub const MAX_FSYNC_US: u64 = 10_000;
 struct Judge<'a> {
     host: IpAddr,
     skip: &'a dyn Fn(CheckId) -> bool,
+    /// Kubernetes-only checks apply.
+    kubernetes: bool,
     out: Vec<Finding>,
 }
 
@@ -106,10 +112,12 @@ impl Judge<'_> {
     }
 
     fn push(&mut self, id: CheckId, status: Status, message: String, fix: String) {
-        let status = if (self.skip)(id) {
-            Status::Skipped
+        let (status, message, fix) = if (self.skip)(id) {
+            (Status::Skipped, message, fix)
+        } else if id.kubernetes_only() && !self.kubernetes {
+            (Status::Skipped, NOT_NEEDED.to_string(), String::new())
         } else {
-            status
+            (status, message, fix)
         };
         self.out.push(Finding {
             host: self.host,
@@ -144,9 +152,12 @@ fn minimum(req: &Requirements, host: &Host) -> Minimum {
 
 /// The ports `host` will need free.
 pub fn required_ports(spec: &ClusterSpec, req: &Requirements, host: &Host) -> Vec<u16> {
-    let mut ports = vec![10250];
-    if host.is_master() {
-        ports.extend([6443, 2379, 2380]);
+    let mut ports = Vec::new();
+    if req.kubernetes {
+        ports.push(10250);
+        if host.is_master() {
+            ports.extend([6443, 2379, 2380]);
+        }
     }
     let registry_here = if spec.registry.ha {
         host.is_master()
@@ -227,6 +238,7 @@ pub fn judge_host(
     let mut j = Judge {
         host: host.ip,
         skip,
+        kubernetes: req.kubernetes,
         out: Vec::new(),
     };
     j.pass(CheckId::Reach, format!("port {} answers", host.ssh.port));
@@ -343,13 +355,30 @@ pub fn judge_host(
     }
 
     let listening = facts.listening_ports();
-    let busy: Vec<String> = required_ports(spec, req, host)
-        .into_iter()
-        .filter(|p| listening.contains(p))
-        .map(|p| p.to_string())
+    let ours = facts.airlock_ports();
+    let required = required_ports(spec, req, host);
+    let busy: Vec<String> = required
+        .iter()
+        .filter(|p| listening.contains(p) && !ours.contains(p))
+        .map(ToString::to_string)
         .collect();
-    if busy.is_empty() {
-        j.pass(CheckId::Ports, "all free");
+    let held: Vec<String> = required
+        .iter()
+        .filter(|p| ours.contains(p))
+        .map(ToString::to_string)
+        .collect();
+    if required.is_empty() {
+        j.pass(CheckId::Ports, "none needed");
+    } else if busy.is_empty() && held.is_empty() {
+        j.pass(CheckId::Ports, format!("free: {}", join(&required)));
+    } else if busy.is_empty() {
+        j.pass(
+            CheckId::Ports,
+            format!(
+                "airlock already listens on {} (an earlier install)",
+                held.join(", ")
+            ),
+        );
     } else {
         j.problem(
             CheckId::Ports,
@@ -530,6 +559,92 @@ pub fn judge_host(
     j.out
 }
 
+/// The `addr:port` targets `host` must reach: the required ports of every other host.
+pub fn peer_targets(spec: &ClusterSpec, req: &Requirements, host: &Host) -> Vec<String> {
+    spec.hosts
+        .iter()
+        .filter(|peer| peer.ip != host.ip)
+        .flat_map(|peer| {
+            required_ports(spec, req, peer)
+                .into_iter()
+                .map(move |port| std::net::SocketAddr::new(peer.ip, port).to_string())
+        })
+        .collect()
+}
+
+/// Judge what `installer/preflight-peers.sh` printed on `host` for `targets`: a peer
+/// that answered, even by refusing (nothing listens there yet), is reachable; one that
+/// timed out or whose network said unreachable is not.
+pub fn judge_peers(
+    host: IpAddr,
+    targets: &[String],
+    output: &str,
+    skip: &dyn Fn(CheckId) -> bool,
+) -> Finding {
+    let mut j = Judge {
+        host,
+        skip,
+        kubernetes: true,
+        out: Vec::new(),
+    };
+    if targets.is_empty() {
+        j.pass(CheckId::Peers, "no peer ports needed");
+        return j.out.remove(0);
+    }
+    let facts = Facts::parse(output);
+    if let Some(e) = facts.get("error") {
+        j.warn(
+            CheckId::Peers,
+            format!("could not test: {e}"),
+            "check by hand that the hosts reach each other on the ports in docs/preflight.md",
+        );
+        return j.out.remove(0);
+    }
+    if facts.get("tool") == Some("none") {
+        j.warn(
+            CheckId::Peers,
+            "not tested: the host has neither bash nor nc",
+            "check by hand that the hosts reach each other on the ports in docs/preflight.md",
+        );
+        return j.out.remove(0);
+    }
+    let results: BTreeMap<&str, &str> = facts
+        .all("peer")
+        .filter_map(|line| line.split_once(' '))
+        .collect();
+    let bad: Vec<String> = targets
+        .iter()
+        .filter_map(|t| match results.get(t.as_str()).copied() {
+            Some("open" | "refused") => None,
+            Some(other) => Some(format!("{t} ({other})")),
+            None => Some(format!("{t} (no answer from the probe)")),
+        })
+        .collect();
+    if bad.is_empty() {
+        let what = if targets.len() == 1 {
+            targets[0].clone()
+        } else {
+            format!("{} peer ports", targets.len())
+        };
+        j.pass(CheckId::Peers, format!("reaches {what}"));
+    } else {
+        j.problem(
+            CheckId::Peers,
+            format!("cannot reach {}", bad.join(", ")),
+            "open these ports between the hosts (firewall, security groups) and check the routes",
+        );
+    }
+    j.out.remove(0)
+}
+
+fn join(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[expect(clippy::cast_precision_loss, reason = "microseconds shown as ms")]
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
@@ -554,6 +669,7 @@ pub fn judge_cluster(
         let mut j = Judge {
             host: *ip,
             skip,
+            kubernetes: true,
             out: Vec::new(),
         };
         let skew = t.abs_diff(median);
@@ -583,6 +699,7 @@ pub fn judge_cluster(
             let mut j = Judge {
                 host: *ip,
                 skip,
+                kubernetes: true,
                 out: Vec::new(),
             };
             let value = f.get(key).unwrap_or("");

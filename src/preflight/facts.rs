@@ -63,6 +63,20 @@ impl Facts {
     }
 }
 
+impl Facts {
+    /// TCP ports that airlock's own processes listen on (its registry, its load
+    /// balancer), from `ss -ltnp` (`airlock_listen=`): an earlier install, not a conflict.
+    pub fn airlock_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .all("airlock_listen")
+            .filter_map(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

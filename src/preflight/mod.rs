@@ -25,13 +25,14 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
-pub use checks::{CHECKS, check_of, judge_cluster, judge_host};
+pub use checks::{CHECKS, check_of, judge_cluster, judge_host, judge_peers, peer_targets};
 pub use facts::Facts;
 
 use crate::remote::{Remote, RemoteCommand, RemoteError};
 use crate::spec::clusterfile::{ClusterSpec, Host};
 
 const FACTS_SCRIPT: &str = include_str!("../../installer/preflight-facts.sh");
+const PEERS_SCRIPT: &str = include_str!("../../installer/preflight-peers.sh");
 
 /// Which check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -85,6 +86,8 @@ pub enum CheckId {
     Cidr,
     /// A default route exists.
     DefaultRoute,
+    /// Every host reaches the ports its peers will listen on.
+    Peers,
 }
 
 impl CheckId {
@@ -115,7 +118,23 @@ impl CheckId {
             Self::RegistryDomain => "registry-domain",
             Self::Cidr => "cidr",
             Self::DefaultRoute => "default-route",
+            Self::Peers => "peers",
         }
+    }
+
+    /// Whether only a Kubernetes runtime needs it (etcd, kubelet, CNI, kubeadm): for
+    /// other runtimes it shows as not needed.
+    pub fn kubernetes_only(self) -> bool {
+        matches!(
+            self,
+            Self::Fsync
+                | Self::Swap
+                | Self::Modules
+                | Self::Sysctl
+                | Self::Runtime
+                | Self::Leftovers
+                | Self::Cidr
+        )
     }
 
     /// Whether the user may skip it: without a session nothing else can run.
@@ -203,6 +222,8 @@ pub struct Requirements {
     pub pod_cidr: String,
     /// Service network.
     pub service_cidr: String,
+    /// The runtime is Kubernetes: its ports and the Kubernetes-only checks apply.
+    pub kubernetes: bool,
 }
 
 impl Default for Requirements {
@@ -219,8 +240,39 @@ impl Default for Requirements {
             ports: Vec::new(),
             pod_cidr: "100.64.0.0/10".to_string(),
             service_cidr: "10.96.0.0/12".to_string(),
+            kubernetes: true,
         }
     }
+}
+
+impl Requirements {
+    /// What an image whose config names `runtime` needs: kubeadm's minimums for
+    /// Kubernetes; for any other runtime (`generic`, empty) only the platform, room for
+    /// the payload and the registry's port.
+    pub fn for_image(runtime: &str, platforms: Vec<String>, payload_bytes: u64) -> Self {
+        let base = Self {
+            platforms,
+            payload_bytes,
+            ..Self::default()
+        };
+        if is_kubernetes(runtime) {
+            return base;
+        }
+        Self {
+            master_cpus: 1,
+            master_mem_mb: 0,
+            node_cpus: 1,
+            node_mem_mb: 0,
+            disk_mb: 0,
+            kubernetes: false,
+            ..base
+        }
+    }
+}
+
+/// Whether an image's runtime (its `runtime` config field) is Kubernetes.
+pub fn is_kubernetes(runtime: &str) -> bool {
+    !(runtime.is_empty() || runtime == "generic")
 }
 
 /// Everything preflight found.
@@ -284,12 +336,42 @@ pub async fn run(
             report.facts.insert(ip, facts);
         }
     }
-    let cluster = judge_cluster(&report.facts, &skipped);
+    let mut cluster = judge_cluster(&report.facts, &skipped);
+    let answered = spec
+        .hosts
+        .iter()
+        .filter(|h| report.facts.contains_key(&h.ip));
+    let peers = answered.filter_map(|host| match targets.get(&host.ip) {
+        Some(Ok(remote)) => Some(probe_peers(spec, req, host, remote.as_ref(), &skipped)),
+        _ => None,
+    });
+    cluster.extend(join_all(peers).await);
     for f in &cluster {
         on_finding(f);
     }
     report.findings.extend(cluster);
     report
+}
+
+/// From `host`, try a TCP connection to every port its peers will listen on.
+async fn probe_peers(
+    spec: &ClusterSpec,
+    req: &Requirements,
+    host: &Host,
+    remote: &dyn Remote,
+    skipped: &(dyn Fn(CheckId) -> bool + Sync),
+) -> Finding {
+    let targets = peer_targets(spec, req, host);
+    if targets.is_empty() {
+        return judge_peers(host.ip, &[], "", skipped);
+    }
+    let cmd = RemoteCommand::script(PEERS_SCRIPT, targets.iter().map(String::as_str))
+        .timeout(std::time::Duration::from_secs(30));
+    let output = match remote.run(&cmd).await {
+        Ok(out) => out.stdout_text(),
+        Err(e) => format!("error={e}"),
+    };
+    judge_peers(host.ip, &targets, &output, skipped)
 }
 
 /// One round trip: the facts script as root.

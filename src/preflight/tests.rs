@@ -285,6 +285,18 @@ impl Remote for FakeRemote {
 
     async fn run(&self, cmd: &RemoteCommand) -> Result<Output, RemoteError> {
         self.calls.lock().unwrap().push(cmd.clone());
+        if cmd.argv.iter().any(|a| a.contains("peer=$target")) {
+            // The peers probe: every peer answers (refusing: nothing listens yet).
+            let lines: String = cmd.argv[4..]
+                .iter()
+                .map(|t| format!("peer={t} refused\n"))
+                .collect();
+            return Ok(Output {
+                status: 0,
+                stdout: lines.into_bytes(),
+                stderr: Vec::new(),
+            });
+        }
         match &self.reply {
             Ok(out) => Ok(out.clone()),
             Err(make) => Err(make(&self.host)),
@@ -329,10 +341,22 @@ async fn engine_reads_facts_once_per_host_as_root_and_reports_live() {
     )
     .await;
     let calls = m1.calls.lock().unwrap();
-    assert_eq!(calls.len(), 1);
+    assert_eq!(calls.len(), 2, "facts, then the peers probe");
     assert!(calls[0].sudo);
     assert_eq!(calls[0].argv[..2], ["sh", "-c"]);
     assert_eq!(calls[0].argv[4..], ["/var/lib/airlock", "sea.hub"]);
+    // The master probes the kubelet port of both nodes, without root.
+    assert!(!calls[1].sudo);
+    assert_eq!(calls[1].argv[4..], ["198.18.0.3:10250", "198.18.0.4:10250"]);
+    // n2 answered nothing: it is not probed from.
+    assert_eq!(n1.calls.lock().unwrap().len(), 2);
+    assert_eq!(n2.calls.lock().unwrap().len(), 1);
+    let peers = report
+        .findings
+        .iter()
+        .find(|f| f.check == CheckId::Peers && f.host.to_string() == "198.18.0.2")
+        .unwrap();
+    assert_eq!(peers.status, Status::Pass, "{peers:?}");
     assert_eq!(*seen.lock().unwrap(), report.findings);
     // n2 refused sudo: one failing finding, no facts, the install may not start.
     let n2_findings: Vec<_> = report
@@ -390,6 +414,129 @@ async fn engine_reports_unreachable_and_refused_hosts() {
             ("198.18.0.4".to_string(), CheckId::Reach),
         ]
     );
+}
+
+#[test]
+fn a_generic_image_is_held_to_its_platform_payload_and_registry_port() {
+    let req = Requirements::for_image("generic", vec!["linux/amd64".into()], 1 << 30);
+    assert!(!req.kubernetes);
+    let spec = three();
+    let busy = with(&[
+        "cpus=1",
+        "mem_kb=100000",
+        "swap_kb=2097152",
+        "leftover=/var/lib/etcd",
+        "listen=0.0.0.0:5000",
+        "tcp=00000000:2A3A",
+    ]);
+    let master: BTreeMap<_, _> = judge_host(&spec, &req, &spec.hosts[0], &busy, &no_skip)
+        .into_iter()
+        .map(|f| (f.check, f))
+        .collect();
+    assert_eq!(master[&CheckId::Cpu].status, Status::Pass);
+    assert_eq!(master[&CheckId::Memory].status, Status::Pass);
+    for id in [CheckId::Swap, CheckId::Leftovers, CheckId::Fsync] {
+        assert_eq!(master[&id].status, Status::Skipped, "{id}");
+        assert_eq!(master[&id].message, checks::NOT_NEEDED);
+    }
+    // The registry's port (5000) is taken on the master; the kubelet's (10250) is not
+    // judged at all.
+    assert_eq!(master[&CheckId::Ports].status, Status::Fail);
+    assert_eq!(master[&CheckId::Ports].message, "in use: 5000");
+    let node = judge_host(&spec, &req, &spec.hosts[1], &busy, &no_skip);
+    let ports = node.iter().find(|f| f.check == CheckId::Ports).unwrap();
+    assert_eq!(
+        (ports.status, ports.message.as_str()),
+        (Status::Pass, "none needed")
+    );
+    assert_eq!(
+        checks::required_ports(&spec, &Requirements::default(), &spec.hosts[0]),
+        [2379, 2380, 5000, 6443, 10250]
+    );
+}
+
+#[test]
+fn ports_held_by_airlock_itself_are_an_earlier_install_not_a_conflict() {
+    for req in [
+        Requirements::default(),
+        Requirements::for_image("", Vec::new(), 0),
+    ] {
+        let rerun = with(&["listen=0.0.0.0:5000", "airlock_listen=0.0.0.0:5000"]);
+        let found = judge(&rerun, &req);
+        let ports = &found[&CheckId::Ports];
+        assert_eq!(ports.status, Status::Pass, "{ports:?}");
+        assert!(
+            ports.message.contains("airlock already listens on 5000"),
+            "{ports:?}"
+        );
+        let other = with(&[
+            "listen=0.0.0.0:5000",
+            "listen=0.0.0.0:6443",
+            "airlock_listen=0.0.0.0:5000",
+        ]);
+        let found = judge(&other, &req);
+        let expect = if req.kubernetes {
+            Status::Fail
+        } else {
+            Status::Pass
+        };
+        assert_eq!(
+            found[&CheckId::Ports].status,
+            expect,
+            "{:?}",
+            found[&CheckId::Ports]
+        );
+    }
+}
+
+#[test]
+fn peers_that_answer_even_by_refusing_are_reachable() {
+    let ip: IpAddr = "198.18.0.2".parse().unwrap();
+    let targets = vec![
+        "198.18.0.3:10250".to_string(),
+        "198.18.0.4:10250".to_string(),
+    ];
+    let ok = judge_peers(
+        ip,
+        &targets,
+        "peer=198.18.0.4:10250 open\npeer=198.18.0.3:10250 refused\n",
+        &no_skip,
+    );
+    assert_eq!(
+        (ok.status, ok.message.as_str()),
+        (Status::Pass, "reaches 2 peer ports")
+    );
+    let bad = judge_peers(ip, &targets, "peer=198.18.0.3:10250 timeout\n", &no_skip);
+    assert_eq!(bad.status, Status::Fail);
+    assert_eq!(
+        bad.message,
+        "cannot reach 198.18.0.3:10250 (timeout), 198.18.0.4:10250 (no answer from the probe)"
+    );
+    assert!(bad.fix.contains("firewall"), "{bad:?}");
+    let untested = judge_peers(ip, &targets, "tool=none\n", &no_skip);
+    assert_eq!(untested.status, Status::Warn);
+    let skipped = judge_peers(ip, &targets, "", &|id| id == CheckId::Peers);
+    assert_eq!(skipped.status, Status::Skipped);
+    let alone = judge_peers(ip, &[], "", &no_skip);
+    assert_eq!(alone.status, Status::Pass);
+}
+
+#[tokio::test]
+async fn the_peers_script_tells_open_refused_and_dropped_ports_apart() {
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = open.local_addr().unwrap().to_string();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let cmd = RemoteCommand::script(PEERS_SCRIPT, [open.as_str(), closed.as_str()]);
+    let out = LocalShell.run(&cmd).await.unwrap();
+    let text = out.stdout_text();
+    assert!(text.contains(&format!("peer={open} open")), "{text}");
+    assert!(text.contains(&format!("peer={closed} refused")), "{text}");
+    let targets = [open, closed];
+    let finding = judge_peers("127.0.0.1".parse().unwrap(), &targets, &text, &no_skip);
+    assert_eq!(finding.status, Status::Pass, "{finding:?}");
 }
 
 #[test]
@@ -472,7 +619,7 @@ async fn the_facts_script_reports_every_fact_the_judges_read() {
     );
     assert_eq!(
         found.len(),
-        CHECKS.len() - 3,
+        CHECKS.len() - 4,
         "all but the cross-host checks"
     );
     // The probe file is gone.
