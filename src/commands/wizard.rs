@@ -51,6 +51,20 @@ impl WizardEngine for BundleEngine {
         tokio::task::block_in_place(|| self.bundle.verify(progress)).map_err(Into::into)
     }
 
+    async fn scan_host_keys(
+        &self,
+        targets: &[crate::wizard::state::KeyTarget],
+    ) -> Vec<crate::wizard::state::HostKeyRow> {
+        crate::wizard::hostkeys::scan(&self.known_hosts(), targets).await
+    }
+
+    async fn trust_host_keys(
+        &self,
+        rows: &[crate::wizard::state::HostKeyRow],
+    ) -> anyhow::Result<()> {
+        crate::wizard::hostkeys::trust(&self.known_hosts(), rows)
+    }
+
     async fn preflight(
         &self,
         spec: &ClusterSpec,

@@ -10,6 +10,10 @@
 //!    naming the file and the line to remove to accept the new key on purpose.
 //! 4. No line for the host: the key is appended (file mode 0600, written atomically)
 //!    and [`HostKeyInfo::newly_trusted`] tells the app to show the fingerprint.
+//!
+//! The wizard asks first instead: [`super::ssh::scan_host_key`] fetches a host's key
+//! without logging in, [`KnownHosts::lookup`] says whether it is known, new or changed,
+//! and [`KnownHosts::trust`] records the keys the user accepted.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,21 @@ pub struct HostKeyInfo {
     /// The key was not known before and has just been recorded (trust on first use):
     /// show the fingerprint to the user.
     pub newly_trusted: bool,
+}
+
+/// What the known-hosts file says of a key a host presents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "trust")]
+pub enum KeyTrust {
+    /// Recorded for this host: accepted.
+    Known,
+    /// The host is not in the file: ask the user (or trust on first use).
+    New,
+    /// The host is recorded with another key, at this 1-based line: refused.
+    Changed {
+        /// The line holding the recorded key.
+        line: usize,
+    },
 }
 
 /// airlock's known-hosts file. Checks from many connections at once are serialised.
@@ -62,24 +81,88 @@ impl KnownHosts {
         port: u16,
         key: &PublicKey,
     ) -> Result<HostKeyInfo, RemoteError> {
-        let _guard = self
-            .lock
+        let _guard = self.guard();
+        let (label, algorithm, base64) = self.encode(host, port, key)?;
+        let fingerprint = fingerprint(key);
+        let text = self.read()?;
+        let newly_trusted = match self.find(&text, &label, &algorithm, &base64)? {
+            KeyTrust::Known => false,
+            KeyTrust::Changed { line } => {
+                return Err(RemoteError::HostKeyChanged {
+                    host: label,
+                    fingerprint,
+                    known_hosts: self.path.clone(),
+                    line,
+                });
+            }
+            KeyTrust::New => {
+                self.append(text, &label, &algorithm, &base64)?;
+                true
+            }
+        };
+        Ok(HostKeyInfo {
+            host: label,
+            algorithm,
+            fingerprint,
+            newly_trusted,
+        })
+    }
+
+    /// What the file says of `key` for `host:port`, changing nothing.
+    pub fn lookup(&self, host: &str, port: u16, key: &PublicKey) -> Result<KeyTrust, RemoteError> {
+        let _guard = self.guard();
+        let (label, algorithm, base64) = self.encode(host, port, key)?;
+        let text = self.read()?;
+        self.find(&text, &label, &algorithm, &base64)
+    }
+
+    /// Record `key` for `host:port` (the user accepted its fingerprint). A key already
+    /// recorded is left alone; a host recorded with another key is refused.
+    pub fn trust(&self, host: &str, port: u16, key: &PublicKey) -> Result<(), RemoteError> {
+        self.check(host, port, key).map(drop)
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let label = host_label(host, port);
-        let algorithm = key.algorithm().as_str().to_string();
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `(host:port, key type, base64)` as written in the file.
+    fn encode(
+        &self,
+        host: &str,
+        port: u16,
+        key: &PublicKey,
+    ) -> Result<(String, String, String), RemoteError> {
         let encoded = key.to_openssh().map_err(|e| self.error(e.to_string()))?;
         let base64 = encoded
             .split_whitespace()
             .nth(1)
             .unwrap_or_default()
             .to_string();
-        let fingerprint = fingerprint(key);
-        let text = match fs_err::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(self.error(e.to_string())),
-        };
+        Ok((
+            host_label(host, port),
+            key.algorithm().as_str().to_string(),
+            base64,
+        ))
+    }
+
+    fn read(&self) -> Result<String, RemoteError> {
+        match fs_err::read_to_string(&self.path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(self.error(e.to_string())),
+        }
+    }
+
+    fn find(
+        &self,
+        text: &str,
+        label: &str,
+        algorithm: &str,
+        base64: &str,
+    ) -> Result<KeyTrust, RemoteError> {
         let mut first_line_for_host = None;
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -97,36 +180,28 @@ impl KnownHosts {
                 continue;
             }
             if kind == algorithm && data == base64 {
-                return Ok(HostKeyInfo {
-                    host: label,
-                    algorithm,
-                    fingerprint,
-                    newly_trusted: false,
-                });
+                return Ok(KeyTrust::Known);
             }
             first_line_for_host.get_or_insert(index + 1);
         }
-        if let Some(line) = first_line_for_host {
-            return Err(RemoteError::HostKeyChanged {
-                host: label,
-                fingerprint,
-                known_hosts: self.path.clone(),
-                line,
-            });
-        }
-        let mut new_text = text;
-        if !new_text.is_empty() && !new_text.ends_with('\n') {
-            new_text.push('\n');
-        }
-        new_text.push_str(&format!("{label} {algorithm} {base64}\n"));
-        self.write(&new_text)
-            .map_err(|e| self.error(e.to_string()))?;
-        Ok(HostKeyInfo {
-            host: label,
-            algorithm,
-            fingerprint,
-            newly_trusted: true,
+        Ok(match first_line_for_host {
+            Some(line) => KeyTrust::Changed { line },
+            None => KeyTrust::New,
         })
+    }
+
+    fn append(
+        &self,
+        mut text: String,
+        label: &str,
+        algorithm: &str,
+        base64: &str,
+    ) -> Result<(), RemoteError> {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("{label} {algorithm} {base64}\n"));
+        self.write(&text).map_err(|e| self.error(e.to_string()))
     }
 
     fn write(&self, text: &str) -> std::io::Result<()> {
@@ -193,6 +268,37 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = fs_err::metadata(hosts.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn lookup_changes_nothing_and_trust_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = KnownHosts::new(dir.path().join("known_hosts"));
+        assert_eq!(
+            hosts.lookup("10.0.0.1", 22, &key(1)).unwrap(),
+            KeyTrust::New
+        );
+        assert!(!hosts.path().exists(), "a lookup wrote the file");
+        hosts.trust("10.0.0.1", 22, &key(1)).unwrap();
+        hosts.trust("10.0.0.1", 22, &key(1)).unwrap();
+        let text = fs_err::read_to_string(hosts.path()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(
+            hosts.lookup("10.0.0.1", 22, &key(1)).unwrap(),
+            KeyTrust::Known
+        );
+        assert_eq!(
+            hosts.lookup("10.0.0.1", 22, &key(2)).unwrap(),
+            KeyTrust::Changed { line: 1 }
+        );
+        assert_eq!(
+            hosts.lookup("10.0.0.1", 2222, &key(2)).unwrap(),
+            KeyTrust::New
+        );
+        assert!(
+            hosts.trust("10.0.0.1", 22, &key(2)).is_err(),
+            "a changed key is refused"
+        );
     }
 
     #[test]

@@ -174,6 +174,35 @@ impl client::Handler for PinningHandler {
     }
 }
 
+/// The host key `host:port` presents, fetched without logging in (no credential is
+/// sent), so that its fingerprint can be shown before it is trusted.
+pub async fn scan_host_key(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<PublicKey, RemoteError> {
+    let label = host_label(host, port);
+    let connect_error = |reason: String| RemoteError::Connect {
+        host: label.clone(),
+        reason,
+    };
+    let presented = Arc::new(Mutex::new(None));
+    let handler = PinningHandler {
+        presented: Arc::clone(&presented),
+    };
+    let config = Arc::new(client::Config::default());
+    let handle = tokio::time::timeout(timeout, client::connect(config, (host, port), handler))
+        .await
+        .map_err(|_| connect_error(format!("no answer within {}s", timeout.as_secs_f32())))?
+        .map_err(|e| connect_error(e.to_string()))?;
+    disconnect(&handle).await;
+    presented
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .ok_or_else(|| connect_error("the server proved no host key".to_string()))
+}
+
 /// An authenticated SSH connection to one host.
 pub struct SshRemote {
     target: SshTarget,

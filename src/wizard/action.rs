@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::state::{HostKeyRow, KeyTarget};
 use crate::preflight::CheckId;
 use crate::spec::clusterfile::ClusterSpec;
 
@@ -11,6 +12,16 @@ use crate::spec::clusterfile::ClusterSpec;
 pub enum Action {
     /// Verify the bundle's integrity.
     Verify,
+    /// Fetch every host's SSH key (no login) and compare it with the known-hosts file.
+    ScanHostKeys {
+        /// The hosts.
+        targets: Vec<KeyTarget>,
+    },
+    /// Record the host keys the user accepted.
+    TrustHostKeys {
+        /// The accepted rows (new keys).
+        rows: Vec<HostKeyRow>,
+    },
     /// Connect to every host and run the preflight checks, skipping `skip`.
     Preflight {
         /// The cluster.

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::state::HostKeyRow;
 use crate::install;
 use crate::preflight::Finding;
 
@@ -101,6 +102,10 @@ pub enum Event {
     },
     /// Verification ended.
     Verified(Result<(), String>),
+    /// The hosts' keys were fetched.
+    HostKeys(Vec<HostKeyRow>),
+    /// The accepted keys were recorded (or not).
+    HostKeysTrusted(Result<(), String>),
     /// A preflight finding.
     Finding(Finding),
     /// Preflight ended; an error means it could not run at all.

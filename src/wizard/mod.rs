@@ -14,6 +14,7 @@
 
 pub mod action;
 pub mod event;
+pub mod hostkeys;
 pub mod runner;
 pub mod screens;
 pub mod state;
@@ -28,7 +29,7 @@ use ratatui::Frame;
 
 use crate::install::{self, StepState};
 use crate::preflight::Status;
-use state::{Outcome, Verify};
+use state::{HostKeys, KeyStatus, Outcome, Verify};
 
 /// Apply one event; the action, if any, is for the runner to perform.
 pub fn on(state: &mut State, event: Event) -> Option<Action> {
@@ -48,6 +49,16 @@ pub fn on(state: &mut State, event: Event) -> Option<Action> {
                 Ok(()) => Verify::Passed,
                 Err(reason) => Verify::Failed { reason },
             };
+            None
+        }
+        Event::HostKeys(rows) => {
+            host_keys_fetched(state, rows);
+            None
+        }
+        Event::HostKeysTrusted(result) => {
+            if let Err(e) = result {
+                state.notice = Some(format!("Could not record the host keys: {e}"));
+            }
             None
         }
         Event::Finding(f) => {
@@ -100,6 +111,9 @@ fn start(state: &mut State) -> Option<Action> {
     // Work that was running when the session stopped is not running now.
     state.preflight.running = false;
     state.dashboard.running = false;
+    if matches!(state.credentials.host_keys, HostKeys::Scanning { .. }) {
+        state.credentials.host_keys = HostKeys::NotScanned;
+    }
     state.confirm_quit = false;
     if state.screen == Screen::Install {
         state.screen = Screen::Summary;
@@ -161,7 +175,7 @@ pub fn next(state: &mut State) -> Option<Action> {
         }
         Screen::Credentials => match state.credentials.problem() {
             Some(p) => state.notice = Some(p),
-            None => state.screen = Screen::Settings,
+            None => return accept_host_keys(state),
         },
         Screen::Settings => {
             let fields = state::SettingsForm::fields(&state.image.params);
@@ -190,6 +204,71 @@ pub fn next(state: &mut State) -> Option<Action> {
         Screen::Install | Screen::Result => {}
     }
     None
+}
+
+/// Leaving Credentials: fetch the hosts' keys first, then (on the next Ctrl-N) accept
+/// the new ones and go on. Hosts behind a bastion are trusted on first use instead.
+fn accept_host_keys(state: &mut State) -> Option<Action> {
+    let targets = state.key_targets();
+    let keys = &mut state.credentials.host_keys;
+    if !state.credentials.bastion.trim().is_empty() {
+        state.screen = Screen::Settings;
+        return None;
+    }
+    match keys {
+        HostKeys::Accepted { targets: accepted } if *accepted == targets => {
+            state.screen = Screen::Settings;
+            None
+        }
+        HostKeys::Scanning { .. } => {
+            state.notice = Some("Wait: fetching the hosts' keys".to_string());
+            None
+        }
+        HostKeys::Scanned { rows, .. } if rows.iter().map(|r| &r.target).eq(targets.iter()) => {
+            if let Some(row) = rows
+                .iter()
+                .find(|r| matches!(r.status, KeyStatus::Changed { .. }))
+            {
+                state.notice = Some(format!(
+                    "{}: its host key changed (see above)",
+                    row.target.label()
+                ));
+                return None;
+            }
+            let new: Vec<_> = rows
+                .iter()
+                .filter(|r| r.status == KeyStatus::New)
+                .cloned()
+                .collect();
+            *keys = HostKeys::Accepted { targets };
+            state.screen = Screen::Settings;
+            (!new.is_empty()).then_some(Action::TrustHostKeys { rows: new })
+        }
+        _ => {
+            *keys = HostKeys::Scanning {
+                targets: targets.clone(),
+            };
+            Some(Action::ScanHostKeys { targets })
+        }
+    }
+}
+
+/// The keys arrived: show them, unless the hosts changed meanwhile.
+fn host_keys_fetched(state: &mut State, rows: Vec<state::HostKeyRow>) {
+    let keys = &mut state.credentials.host_keys;
+    let HostKeys::Scanning { targets } = keys else {
+        return;
+    };
+    if !rows.iter().map(|r| &r.target).eq(targets.iter()) {
+        return;
+    }
+    let new = rows.iter().filter(|r| r.status == KeyStatus::New).count();
+    state.notice = Some(if new == 0 {
+        "Every host key is already known: Ctrl-N to go on".to_string()
+    } else {
+        format!("{new} new host keys: compare them, then Ctrl-N accepts them")
+    });
+    *keys = HostKeys::Scanned { rows, scroll: 0 };
 }
 
 fn back(state: &mut State) {

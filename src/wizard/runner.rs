@@ -25,7 +25,7 @@ use ratatui::backend::CrosstermBackend;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use super::event::{Event, InstallResult, Key};
-use super::state::{ImageInfo, Outcome, State};
+use super::state::{HostKeyRow, ImageInfo, KeyTarget, Outcome, State};
 use super::{Action, draw, on};
 use crate::install::{InstallError, Reporter};
 use crate::preflight::{CheckId, Finding, Report};
@@ -36,6 +36,13 @@ use crate::spec::clusterfile::ClusterSpec;
 pub trait WizardEngine: Send + Sync {
     /// Verify every blob of the bundle, reporting bytes checked out of the total.
     async fn verify(&self, progress: &(dyn Fn(u64, u64) + Send + Sync)) -> anyhow::Result<()>;
+
+    /// Fetch each host's SSH key without logging in and say what the known-hosts file
+    /// says of it (one row per target, in order).
+    async fn scan_host_keys(&self, targets: &[KeyTarget]) -> Vec<HostKeyRow>;
+
+    /// Record the keys the user accepted in the known-hosts file.
+    async fn trust_host_keys(&self, rows: &[HostKeyRow]) -> anyhow::Result<()>;
 
     /// Connect to every host of `spec` and run the preflight checks, reporting each
     /// finding as it is known. `Err` only when the checks could not run at all.
@@ -290,6 +297,15 @@ fn perform<'a>(
                 };
                 Event::Verified(engine.verify(&progress).await.map_err(|e| format!("{e:#}")))
             }
+            Action::ScanHostKeys { targets } => {
+                Event::HostKeys(engine.scan_host_keys(&targets).await)
+            }
+            Action::TrustHostKeys { rows } => Event::HostKeysTrusted(
+                engine
+                    .trust_host_keys(&rows)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+            ),
             Action::Preflight { spec, skip } => {
                 let on_finding = {
                     let tx = tx.clone();

@@ -366,8 +366,6 @@ pub enum CredField {
     Port,
     /// Jump host.
     Bastion,
-    /// Accept host keys on first contact.
-    AcceptHostKeys,
 }
 
 impl CredField {
@@ -378,12 +376,7 @@ impl CredField {
             AuthMethod::Password => v.push(Self::Password),
             AuthMethod::Key => v.extend([Self::KeyFile, Self::Passphrase]),
         }
-        v.extend([
-            Self::SudoPassword,
-            Self::Port,
-            Self::Bastion,
-            Self::AcceptHostKeys,
-        ]);
+        v.extend([Self::SudoPassword, Self::Port, Self::Bastion]);
         v
     }
 }
@@ -410,10 +403,87 @@ pub struct CredentialsForm {
     pub port: String,
     /// Jump host, `user@host:port`.
     pub bastion: String,
-    /// Accept and record host keys the first time a host is seen.
-    pub accept_host_keys: bool,
+    /// The hosts' SSH keys, shown for the user to accept before any login.
+    pub host_keys: HostKeys,
     /// Where the keyboard goes.
     pub focus: CredField,
+}
+
+/// Where one host's SSH server is, for fetching its host key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyTarget {
+    /// Address.
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+}
+
+impl KeyTarget {
+    /// `host:port`, IPv6 in brackets.
+    pub fn label(&self) -> String {
+        crate::remote::known_hosts::host_label(&self.host, self.port)
+    }
+}
+
+/// What the known-hosts file says of a host's key, or why it could not be fetched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum KeyStatus {
+    /// Already recorded: nothing to accept.
+    Known,
+    /// Not seen before: the user compares and accepts the fingerprint.
+    New,
+    /// Recorded with another key: refused until the user removes the old line.
+    Changed {
+        /// Why, and the file and line to remove.
+        reason: String,
+    },
+    /// The host did not answer.
+    Unreachable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One host's key on the Credentials screen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKeyRow {
+    /// The host.
+    pub target: KeyTarget,
+    /// Key type, e.g. `ssh-ed25519` (empty when unreachable).
+    pub algorithm: String,
+    /// `SHA256:...` as `ssh-keygen -lf` prints it (empty when unreachable).
+    pub fingerprint: String,
+    /// The public key in OpenSSH form, recorded when accepted. Public, not a secret.
+    pub public_key: String,
+    /// Known, new, changed or unreachable.
+    pub status: KeyStatus,
+}
+
+/// The host keys step of the Credentials screen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum HostKeys {
+    /// Not fetched for the current hosts.
+    #[default]
+    NotScanned,
+    /// Being fetched.
+    Scanning {
+        /// From these hosts.
+        targets: Vec<KeyTarget>,
+    },
+    /// Fetched: shown for the user to accept.
+    Scanned {
+        /// One row per host, in host order.
+        rows: Vec<HostKeyRow>,
+        /// First row shown.
+        scroll: usize,
+    },
+    /// Accepted by the user for these hosts.
+    Accepted {
+        /// The hosts.
+        targets: Vec<KeyTarget>,
+    },
 }
 
 impl Default for CredentialsForm {
@@ -427,7 +497,7 @@ impl Default for CredentialsForm {
             sudo_password: Secret::default(),
             port: "22".to_string(),
             bastion: String::new(),
-            accept_host_keys: true,
+            host_keys: HostKeys::NotScanned,
             focus: CredField::User,
         }
     }
@@ -739,6 +809,25 @@ impl State {
             .rows
             .iter()
             .flat_map(|r| expand_ips(&r.ips).unwrap_or_default())
+            .collect()
+    }
+
+    /// Every host's SSH server, in list order (per-host port overrides applied).
+    pub fn key_targets(&self) -> Vec<KeyTarget> {
+        let default_port = parse_port(&self.credentials.port).unwrap_or(22);
+        self.hosts
+            .rows
+            .iter()
+            .flat_map(|r| {
+                let port = parse_port(&r.port).unwrap_or(default_port);
+                expand_ips(&r.ips)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |ip| KeyTarget {
+                        host: ip.to_string(),
+                        port,
+                    })
+            })
             .collect()
     }
 

@@ -420,6 +420,46 @@ async fn ssh_changed_host_key_is_refused() {
     assert!(!sshd.log().contains("Accepted"), "{}", sshd.log());
 }
 
+/// The wizard's host key step: the key is fetched without logging in, matches what
+/// `ssh-keygen -lf` says of the server's key, and once trusted a login accepts it.
+#[tokio::test]
+async fn ssh_host_key_scan_logs_nothing_in_and_matches_the_server() {
+    if skip_unless_sshd("ssh_host_key_scan_logs_nothing_in_and_matches_the_server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (sshd, key) = root_sshd(dir.path());
+    let scanned =
+        airlock::remote::ssh::scan_host_key("127.0.0.1", sshd.port, Duration::from_secs(20))
+            .await
+            .unwrap();
+    assert_eq!(
+        airlock::remote::known_hosts::fingerprint(&scanned),
+        sshd.host_fingerprint()
+    );
+    assert!(
+        !sshd.log().contains("Accepted"),
+        "the scan logged in: {}",
+        sshd.log()
+    );
+    let known = KnownHosts::new(dir.path().join("known_hosts"));
+    known.trust("127.0.0.1", sshd.port, &scanned).unwrap();
+    let remote = SshRemote::connect(target(&sshd, "root", key_auth(&key)), &known)
+        .await
+        .unwrap();
+    assert!(
+        !remote.host_key().newly_trusted,
+        "the key was already trusted"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let err = airlock::remote::ssh::scan_host_key("127.0.0.1", port, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Connect { .. }), "{err}");
+}
+
 #[tokio::test]
 async fn ssh_unreachable_host_is_named() {
     if skip_unless_sshd("ssh_unreachable_host_is_named") {

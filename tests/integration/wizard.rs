@@ -23,13 +23,16 @@ use airlock::install::{self, Reporter, StepId, StepState};
 use airlock::preflight::{CHECKS, CheckId, Finding, Report, Status};
 use airlock::spec::clusterfile::ClusterSpec;
 use airlock::wizard::runner::load_session;
-use airlock::wizard::state::ImageInfo;
+use airlock::wizard::state::{HostKeyRow, ImageInfo, KeyStatus, KeyTarget};
 use airlock::wizard::{InstallResult, WizardEngine, WizardInput, run_wizard};
 
 const CHILD_ENV: &str = "AIRLOCK_TEST_WIZARD_DIR";
 
-/// A fake engine: no hosts are touched.
-struct FakeEngine;
+/// A fake engine: no hosts are touched. Accepted host keys are written to
+/// `trusted` in its directory, for the parent test to read.
+struct FakeEngine {
+    dir: PathBuf,
+}
 
 #[async_trait::async_trait]
 impl WizardEngine for FakeEngine {
@@ -37,6 +40,25 @@ impl WizardEngine for FakeEngine {
         for done in [0, 512, 1024] {
             progress(done, 1024);
         }
+        Ok(())
+    }
+
+    async fn scan_host_keys(&self, targets: &[KeyTarget]) -> Vec<HostKeyRow> {
+        targets
+            .iter()
+            .map(|t| HostKeyRow {
+                target: t.clone(),
+                algorithm: "ssh-ed25519".to_string(),
+                fingerprint: format!("SHA256:fake-fingerprint-of-{}", t.host),
+                public_key: String::new(),
+                status: KeyStatus::New,
+            })
+            .collect()
+    }
+
+    async fn trust_host_keys(&self, rows: &[HostKeyRow]) -> anyhow::Result<()> {
+        let hosts: Vec<String> = rows.iter().map(|r| r.target.label()).collect();
+        fs_err::write(self.dir.join("trusted"), hosts.join("\n"))?;
         Ok(())
     }
 
@@ -138,7 +160,8 @@ fn wizard_child_with_fake_engine() {
         color: false,
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let outcome = runtime.block_on(run_wizard(input, &FakeEngine)).unwrap();
+    let engine = FakeEngine { dir: dir.clone() };
+    let outcome = runtime.block_on(run_wizard(input, &engine)).unwrap();
     fs_err::write(dir.join("outcome"), format!("{outcome:?}")).unwrap();
 }
 
@@ -318,7 +341,19 @@ fn wizard_in_a_real_terminal() {
     tmux.text("wrong");
     tmux.wait_for("[*****_]");
     tmux.keys(&["C-n"]);
+    let screen = tmux.wait_for("3 new host keys");
+    assert!(
+        screen.contains("SHA256:fake-fingerprint-of-198.18.0.4"),
+        "{screen}"
+    );
+    assert!(
+        !dir.path().join("trusted").exists(),
+        "keys were recorded before the user accepted them"
+    );
+    tmux.keys(&["C-n"]);
     tmux.wait_for("Registry domain");
+    let trusted = wait_for_file(&dir.path().join("trusted"));
+    assert_eq!(trusted, "198.18.0.2:22\n198.18.0.3:22\n198.18.0.4:22");
     tmux.keys(&["C-n"]);
     let screen = tmux.wait_for("Preflight: 3 failed");
     assert!(screen.contains("FAIL"), "{screen}");
@@ -406,6 +441,25 @@ fn welcome_and_hosts(tmux: &Tmux, tb: &crate::testbed::Testbed) {
     tmux.wait_for("Log in with");
 }
 
+/// Ctrl-N on Credentials: the hosts' real key fingerprints are shown (compared with what
+/// `ssh-keygen -lf` says on a host), and a second Ctrl-N accepts them.
+fn accept_host_keys(tmux: &Tmux, tb: &crate::testbed::Testbed) {
+    tmux.keys(&["C-n"]);
+    let screen = tmux.wait_for("3 new host keys");
+    let out = tb.exec(
+        1,
+        &["ssh-keygen", "-lf", "/etc/ssh/ssh_host_ed25519_key.pub"],
+    );
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    let fingerprint = listed.split_whitespace().nth(1).unwrap_or("no fingerprint");
+    assert!(
+        screen.contains(fingerprint),
+        "host 1's fingerprint {fingerprint} is not on the screen:\n{screen}"
+    );
+    tmux.keys(&["C-n"]);
+    tmux.wait_for("Registry domain");
+}
+
 /// From a passed preflight to the result screen of a real install.
 fn install_from_preflight(tmux: &Tmux, tb: &crate::testbed::Testbed) {
     tmux.keys(&["C-n"]);
@@ -448,8 +502,7 @@ fn wizard_installs_a_real_bundle_on_three_testbed_hosts() {
     welcome_and_hosts(&tmux, &tb);
     tmux.keys(&["Down", "Down"]);
     tmux.text(&tb.key.display().to_string());
-    tmux.keys(&["C-n"]);
-    tmux.wait_for("Registry domain");
+    accept_host_keys(&tmux, &tb);
     tmux.keys(&["C-n"]);
     let screen = tmux.wait_within("All checks passed", Duration::from_secs(300));
     assert!(!screen.contains("FAIL"), "{screen}");
@@ -484,8 +537,7 @@ fn wizard_installs_a_real_bundle_on_three_testbed_hosts() {
     tmux.keys(&["Down", "Space", "Down"]);
     let wrong = "not-the-password";
     tmux.text(wrong);
-    tmux.keys(&["C-n"]);
-    tmux.wait_for("Registry domain");
+    accept_host_keys(&tmux, &tb);
     tmux.keys(&["C-n"]);
     let screen = tmux.wait_within("Preflight: 3 failed", Duration::from_secs(300));
     assert!(screen.contains("FAIL"), "{screen}");

@@ -13,7 +13,9 @@ use crate::install::{self, StepId, StepState};
 use crate::preflight::{CHECKS, CheckId, Finding, Status};
 use crate::spec::clusterfile::Clusterfile;
 use crate::wizard::event::{Event, InstallResult, Key};
-use crate::wizard::state::{AuthMethod, ImageInfo, Param, Screen, State, Verify};
+use crate::wizard::state::{
+    AuthMethod, HostKeyRow, HostKeys, ImageInfo, KeyStatus, KeyTarget, Param, Screen, State, Verify,
+};
 use crate::wizard::{Action, draw, on};
 
 fn image() -> ImageInfo {
@@ -89,12 +91,52 @@ fn at_credentials() -> State {
     s
 }
 
-fn at_settings() -> State {
+/// What the engine reports for `targets`: the first with `first`, the others new.
+fn key_rows(targets: &[KeyTarget], first: KeyStatus) -> Vec<HostKeyRow> {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| HostKeyRow {
+            target: t.clone(),
+            algorithm: "ssh-ed25519".to_string(),
+            fingerprint: format!("SHA256:{}xbMzVtOkiDXQHPAqn2tzy8mK2sK9yYJ3dbs0Hk", t.host),
+            public_key: format!("ssh-ed25519 AAAAkey{i}"),
+            status: if i == 0 {
+                first.clone()
+            } else {
+                KeyStatus::New
+            },
+        })
+        .collect()
+}
+
+/// Credentials filled in with a key file; Ctrl-N asks for the host keys, which arrive.
+fn with_host_keys(first: KeyStatus) -> State {
     let mut s = at_credentials();
     press(&mut s, Key::Down);
     press(&mut s, Key::Down);
     typed(&mut s, "/root/.ssh/id_ed25519");
-    assert_eq!(press(&mut s, Key::CtrlN), None);
+    let action = press(&mut s, Key::CtrlN);
+    let Some(Action::ScanHostKeys { targets }) = action else {
+        panic!("expected a host key scan, got {action:?}")
+    };
+    assert_eq!(
+        targets.iter().map(KeyTarget::label).collect::<Vec<_>>(),
+        ["198.18.0.2:22", "198.18.0.3:22", "198.18.0.4:22"]
+    );
+    assert_eq!(s.screen, Screen::Credentials, "nothing is accepted unseen");
+    assert_eq!(press(&mut s, Key::CtrlN), None, "a second Ctrl-N waits");
+    on(&mut s, Event::HostKeys(key_rows(&targets, first)));
+    s
+}
+
+fn at_settings() -> State {
+    let mut s = with_host_keys(KeyStatus::Known);
+    let action = press(&mut s, Key::CtrlN);
+    let Some(Action::TrustHostKeys { rows }) = action else {
+        panic!("expected the new keys to be trusted, got {action:?}")
+    };
+    assert_eq!(rows.len(), 2, "only the new keys are recorded: {rows:?}");
     assert_eq!(s.screen, Screen::Settings);
     s
 }
@@ -303,7 +345,81 @@ fn credentials_missing_password() {
     press(&mut s, Key::Down);
     typed(&mut s, "hunter2");
     assert!(!render(&s).contains("hunter2"), "passwords are masked");
-    press(&mut s, Key::CtrlN);
+    let action = press(&mut s, Key::CtrlN);
+    assert!(
+        matches!(action, Some(Action::ScanHostKeys { .. })),
+        "{action:?}"
+    );
+}
+
+#[test]
+fn credentials_host_keys_to_accept() {
+    let s = with_host_keys(KeyStatus::Known);
+    let HostKeys::Scanned { rows, .. } = &s.credentials.host_keys else {
+        panic!("{:?}", s.credentials.host_keys)
+    };
+    assert_eq!(rows.len(), 3);
+    insta::assert_snapshot!(render(&s));
+}
+
+#[test]
+fn a_changed_host_key_stops_on_credentials_and_esc_returns_to_the_form() {
+    let changed = KeyStatus::Changed {
+        reason: "the host key changed; if the host was reinstalled on purpose, remove line 1 of /k and press Esc, then Ctrl-N".to_string(),
+    };
+    let mut s = with_host_keys(changed);
+    assert_eq!(press(&mut s, Key::CtrlN), None);
+    assert_eq!(s.screen, Screen::Credentials);
+    let notice = s.notice.clone().unwrap_or_default();
+    assert_eq!(notice, "198.18.0.2:22: its host key changed (see above)");
+    insta::assert_snapshot!(render(&s));
+    press(&mut s, Key::Esc);
+    assert_eq!(s.credentials.host_keys, HostKeys::NotScanned);
+    assert!(render(&s).contains("Key file"), "the form is back");
+    // Ctrl-N fetches again (the user removed the old line meanwhile).
+    let action = press(&mut s, Key::CtrlN);
+    assert!(
+        matches!(action, Some(Action::ScanHostKeys { .. })),
+        "{action:?}"
+    );
+}
+
+#[test]
+fn accepted_host_keys_are_not_asked_again_unless_the_hosts_change() {
+    let mut s = at_settings();
+    press(&mut s, Key::CtrlB);
+    assert_eq!(press(&mut s, Key::CtrlN), None, "same hosts: straight on");
+    assert_eq!(s.screen, Screen::Settings);
+    // Another SSH port: other servers, asked again.
+    press(&mut s, Key::CtrlB);
+    for _ in 0..3 {
+        press(&mut s, Key::Down); // Key file -> SSH port
+    }
+    press(&mut s, Key::Backspace);
+    press(&mut s, Key::Backspace);
+    typed(&mut s, "2222");
+    let action = press(&mut s, Key::CtrlN);
+    let Some(Action::ScanHostKeys { targets }) = action else {
+        panic!("expected a new scan, got {action:?}")
+    };
+    assert!(targets.iter().all(|t| t.port == 2222), "{targets:?}");
+    // Results for hosts no longer asked about are dropped.
+    let stale = key_rows(&targets[..1], KeyStatus::New);
+    on(&mut s, Event::HostKeys(stale));
+    assert!(matches!(s.credentials.host_keys, HostKeys::Scanning { .. }));
+}
+
+#[test]
+fn hosts_behind_a_bastion_are_trusted_on_first_use() {
+    let mut s = at_credentials();
+    press(&mut s, Key::Down);
+    press(&mut s, Key::Down);
+    typed(&mut s, "/root/.ssh/id_ed25519");
+    for _ in 0..4 {
+        press(&mut s, Key::Down);
+    }
+    typed(&mut s, "jump@198.18.0.1:22");
+    assert_eq!(press(&mut s, Key::CtrlN), None);
     assert_eq!(s.screen, Screen::Settings);
 }
 
