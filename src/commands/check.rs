@@ -104,10 +104,7 @@ fn requirements(
         crate::install::ImagePlan::read(from.source.as_ref(), &from.image).map_err(Into::into)
     });
     match plan {
-        Ok(plan) => {
-            let payload = plan.payload_bytes();
-            Requirements::for_image(&plan.config.runtime, plan.config.platforms.clone(), payload)
-        }
+        Ok(plan) => Requirements::for_image(&plan.config, plan.payload_bytes()),
         Err(e) => {
             printer.status(format!(
                 "image {} is not readable here ({e:#}): judging the hosts as for Kubernetes",

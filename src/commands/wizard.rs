@@ -85,9 +85,7 @@ impl WizardEngine for BundleEngine {
             .await
             .into_iter()
             .collect();
-        let config = &self.plan.config;
-        let payload = self.plan.payload_bytes();
-        let req = Requirements::for_image(&config.runtime, config.platforms.clone(), payload);
+        let req = Requirements::for_image(&self.plan.config, self.plan.payload_bytes());
         Ok(preflight::run(spec, &req, &targets, skip, on_finding).await)
     }
 

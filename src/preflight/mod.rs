@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use checks::{CHECKS, check_of, judge_cluster, judge_host, judge_peers, peer_targets};
 pub use facts::Facts;
 
+use crate::image::oci::ClusterConfig;
 use crate::remote::{Remote, RemoteCommand, RemoteError};
 use crate::spec::clusterfile::{ClusterSpec, Host};
 
@@ -246,27 +247,38 @@ impl Default for Requirements {
 }
 
 impl Requirements {
-    /// What an image whose config names `runtime` needs: kubeadm's minimums for
-    /// Kubernetes; for any other runtime (`generic`, empty) only the platform, room for
-    /// the payload and the registry's port.
-    pub fn for_image(runtime: &str, platforms: Vec<String>, payload_bytes: u64) -> Self {
-        let base = Self {
-            platforms,
+    /// What an image needs, from its config: kubeadm's minimums for a Kubernetes
+    /// runtime; for any other runtime (`generic`, empty) only the platform, room for the
+    /// payload and the registry's port. Minimum resources the image declares raise the
+    /// CPU and memory asked of every host.
+    pub fn for_image(config: &ClusterConfig, payload_bytes: u64) -> Self {
+        let mut req = Self {
+            platforms: config.platforms.clone(),
             payload_bytes,
             ..Self::default()
         };
-        if is_kubernetes(runtime) {
-            return base;
+        if !is_kubernetes(&config.runtime) {
+            req = Self {
+                master_cpus: 1,
+                master_mem_mb: 0,
+                node_cpus: 1,
+                node_mem_mb: 0,
+                disk_mb: 0,
+                kubernetes: false,
+                ..req
+            };
         }
-        Self {
-            master_cpus: 1,
-            master_mem_mb: 0,
-            node_cpus: 1,
-            node_mem_mb: 0,
-            disk_mb: 0,
-            kubernetes: false,
-            ..base
+        if let Some(min) = &config.min_resources {
+            if let Some(cpus) = min.cpus.map(u64::from) {
+                req.master_cpus = req.master_cpus.max(cpus);
+                req.node_cpus = req.node_cpus.max(cpus);
+            }
+            if let Some(mib) = min.memory_mib {
+                req.master_mem_mb = req.master_mem_mb.max(mib);
+                req.node_mem_mb = req.node_mem_mb.max(mib);
+            }
         }
+        req
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 
 use super::*;
+use crate::image::oci::ClusterConfig;
 use crate::remote::{Output, UploadSource};
 use crate::spec::clusterfile::Clusterfile;
 
@@ -418,7 +419,12 @@ async fn engine_reports_unreachable_and_refused_hosts() {
 
 #[test]
 fn a_generic_image_is_held_to_its_platform_payload_and_registry_port() {
-    let req = Requirements::for_image("generic", vec!["linux/amd64".into()], 1 << 30);
+    let config = ClusterConfig {
+        runtime: "generic".to_string(),
+        platforms: vec!["linux/amd64".to_string()],
+        ..ClusterConfig::default()
+    };
+    let req = Requirements::for_image(&config, 1 << 30);
     assert!(!req.kubernetes);
     let spec = three();
     let busy = with(&[
@@ -456,10 +462,36 @@ fn a_generic_image_is_held_to_its_platform_payload_and_registry_port() {
 }
 
 #[test]
+fn minimum_resources_the_image_declares_raise_what_hosts_need() {
+    let config = ClusterConfig {
+        runtime: "generic".to_string(),
+        min_resources: Some(crate::image::oci::MinResources {
+            cpus: Some(4),
+            memory_mib: Some(4096),
+        }),
+        ..ClusterConfig::default()
+    };
+    let req = Requirements::for_image(&config, 0);
+    assert_eq!((req.master_cpus, req.node_cpus), (4, 4));
+    assert_eq!((req.master_mem_mb, req.node_mem_mb), (4096, 4096));
+    let found = judge(&Facts::parse(GOOD), &req);
+    assert_eq!(
+        found[&CheckId::Cpu].status,
+        Status::Pass,
+        "4 CPUs are enough"
+    );
+    assert_eq!(found[&CheckId::Memory].status, Status::Pass);
+    let small = with(&["cpus=2", "mem_kb=2000000"]);
+    let found = judge(&small, &req);
+    assert_eq!(found[&CheckId::Cpu].status, Status::Fail);
+    assert_eq!(found[&CheckId::Memory].status, Status::Fail);
+}
+
+#[test]
 fn ports_held_by_airlock_itself_are_an_earlier_install_not_a_conflict() {
     for req in [
         Requirements::default(),
-        Requirements::for_image("", Vec::new(), 0),
+        Requirements::for_image(&ClusterConfig::default(), 0),
     ] {
         let rerun = with(&["listen=0.0.0.0:5000", "airlock_listen=0.0.0.0:5000"]);
         let found = judge(&rerun, &req);
