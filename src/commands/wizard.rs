@@ -7,7 +7,8 @@
 //!    registry's port; the Kubernetes-only checks show as not needed.
 //! 3. `install` connects again and runs the same engine as `FILE.run install`, with
 //!    progress going to the dashboard and to the log file.
-//! 4. `support_bundle` packs the logs and the Clusterfile (without secrets) in a tar.
+//! 4. `support_bundle` packs the logs and journals, the Clusterfile (without secrets)
+//!    and the last preflight report (every host's facts and findings) in a 0600 tar.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -37,6 +38,8 @@ pub(crate) struct BundleEngine {
     plan: ImagePlan,
     agent: UploadSource,
     settings: Settings,
+    /// The last preflight report, for the support bundle.
+    last_report: std::sync::Mutex<Option<Report>>,
 }
 
 impl BundleEngine {
@@ -86,7 +89,11 @@ impl WizardEngine for BundleEngine {
             .into_iter()
             .collect();
         let req = Requirements::for_image(&self.plan.config, self.plan.payload_bytes());
-        Ok(preflight::run(spec, &req, &targets, skip, on_finding).await)
+        let report = preflight::run(spec, &req, &targets, skip, on_finding).await;
+        if let Ok(mut last) = self.last_report.lock() {
+            *last = Some(report.clone());
+        }
+        Ok(report)
     }
 
     async fn install(&self, spec: &ClusterSpec, reporter: Arc<dyn Reporter>) -> InstallResult {
@@ -138,7 +145,8 @@ impl WizardEngine for BundleEngine {
     async fn support_bundle(&self, clusterfile: &str) -> anyhow::Result<PathBuf> {
         let root = self.settings.root.clone();
         let clusterfile = clusterfile.to_string();
-        tokio::task::block_in_place(|| write_support_bundle(&root, &clusterfile))
+        let report = self.last_report.lock().ok().and_then(|r| r.clone());
+        tokio::task::block_in_place(|| write_support_bundle(&root, &clusterfile, report.as_ref()))
     }
 }
 
@@ -153,25 +161,40 @@ impl<A: std::ops::Deref<Target = dyn Reporter> + Send + Sync, B: Reporter> Repor
 }
 
 /// A tar of the install logs and the Clusterfile (the caller strips secrets from it).
-fn write_support_bundle(root: &std::path::Path, clusterfile: &str) -> anyhow::Result<PathBuf> {
+fn write_support_bundle(
+    root: &std::path::Path,
+    clusterfile: &str,
+    report: Option<&Report>,
+) -> anyhow::Result<PathBuf> {
+    use fs_err::os::unix::fs::OpenOptionsExt as _;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_nanos())
         .unwrap_or_default();
     fs_err::create_dir_all(root)?;
     let path = root.join(format!("support-{stamp}.tar"));
-    let file = fs_err::File::create(&path)?;
+    let file = fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
     let mut tar = tar::Builder::new(file);
     let clusters = root.join("clusters");
     if clusters.is_dir() {
         tar.append_dir_all("clusters", &clusters)
             .context("adding the install logs")?;
     }
-    let mut header = tar::Header::new_gnu();
-    header.set_size(clusterfile.len() as u64);
-    header.set_mode(0o600);
-    header.set_cksum();
-    tar.append_data(&mut header, "Clusterfile", clusterfile.as_bytes())?;
+    let mut add = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes)
+    };
+    add("Clusterfile", clusterfile.as_bytes())?;
+    if let Some(report) = report {
+        add("preflight.json", &serde_json::to_vec_pretty(report)?)?;
+    }
     tar.into_inner()?.sync_all()?;
     Ok(path)
 }
@@ -240,6 +263,7 @@ pub(crate) async fn run(
         plan,
         agent,
         settings: settings.clone(),
+        last_report: std::sync::Mutex::new(None),
     };
     match run_wizard(input, &engine).await? {
         WizardOutcome::Installed { clusterfile } => {
@@ -269,6 +293,41 @@ pub(crate) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_support_bundle_holds_logs_clusterfile_and_host_facts_privately() {
+        use std::io::Read as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let logs = root.path().join("clusters/default/logs");
+        fs_err::create_dir_all(&logs).unwrap();
+        fs_err::write(logs.join("install-1.log"), "{\"event\":\"step\"}\n").unwrap();
+        let host: std::net::IpAddr = "198.18.0.2".parse().unwrap();
+        let mut report = Report::default();
+        report
+            .facts
+            .insert(host, preflight::Facts::parse("hostname=m1\nkernel=6.1.0\n"));
+        let path = write_support_bundle(root.path(), "kind: Cluster\n", Some(&report)).unwrap();
+        let mode = fs_err::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut entries = std::collections::BTreeMap::new();
+        let mut tar = tar::Archive::new(fs_err::File::open(&path).unwrap());
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            let mut text = String::new();
+            entry.read_to_string(&mut text).unwrap();
+            entries.insert(name, text);
+        }
+        assert_eq!(entries["Clusterfile"], "kind: Cluster\n");
+        assert!(
+            entries.contains_key("clusters/default/logs/install-1.log"),
+            "{entries:?}"
+        );
+        assert!(entries["preflight.json"].contains("\"m1\""), "{entries:?}");
+        let second = write_support_bundle(root.path(), "", None).unwrap();
+        assert_ne!(second, path, "a second bundle does not overwrite the first");
+    }
 
     #[test]
     fn image_names_split_into_name_and_version() {
