@@ -327,10 +327,17 @@ pub async fn fan_out(
             .map(|(i, h)| run_relay(i, h, &token, opts, tx.clone())),
     );
     drop(tx);
-    let driver = drive(
-        hosts, &locations, &token, opts, progress, &report, &states, rx,
-    );
-    let ((), result) = tokio::join!(async { drop(relays.await) }, driver);
+    let run = Run {
+        hosts,
+        locations: &locations,
+        token: &token,
+        opts,
+        progress,
+        report: &report,
+        states: &states,
+        sent: std::sync::atomic::AtomicU64::new(0),
+    };
+    let ((), result) = tokio::join!(async { drop(relays.await) }, run.drive(rx));
     result?;
     Ok(report
         .into_inner()
@@ -390,225 +397,227 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Record one message from a relay in the report and the relay's state.
-fn record(
-    hosts: &[FanOutHost],
-    report: &Mutex<FanOutReport>,
-    states: &Mutex<Vec<RelayState>>,
-    progress: Progress<'_>,
-    msg: Message,
-) {
-    match msg {
-        Message::Line(i, line) => {
-            let host = hosts[i].addr;
-            {
+/// The shared state of one fan-out: what every step reads and records.
+struct Run<'a> {
+    hosts: &'a [FanOutHost],
+    locations: &'a BTreeMap<Digest, crate::image::BlobLocation>,
+    token: &'a Secret,
+    opts: &'a FanOutOptions,
+    progress: Progress<'a>,
+    report: &'a Mutex<FanOutReport>,
+    states: &'a Mutex<Vec<RelayState>>,
+    /// Bytes the operator sent, over chains and SSH.
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl Run<'_> {
+    /// Record one message from a relay in the report and the relay's state.
+    fn record(&self, msg: Message) {
+        let Self {
+            hosts,
+            report,
+            states,
+            progress,
+            ..
+        } = *self;
+        match msg {
+            Message::Line(i, line) => {
+                let host = hosts[i].addr;
+                {
+                    let mut states = lock(states);
+                    let st = &mut states[i];
+                    let mut rep = lock(report);
+                    let hr = rep.hosts.entry(host).or_insert_with(HostReport::new);
+                    match &line {
+                        RelayLine::Have(d) => hr.present.push(d.clone()),
+                        RelayLine::Partial { digest, offset } => {
+                            st.partial.insert(digest.clone(), *offset);
+                        }
+                        RelayLine::Listening { port, pid } => {
+                            st.port = Some(*port);
+                            st.pid = Some(*pid);
+                        }
+                        RelayLine::Done {
+                            digest,
+                            received,
+                            resumed,
+                        } => hr.received.push(Receipt {
+                            digest: digest.clone(),
+                            received: *received,
+                            resumed: *resumed,
+                        }),
+                        RelayLine::Fail { digest, reason } => {
+                            hr.failed.push((digest.clone(), reason.clone()));
+                        }
+                        RelayLine::Finished { .. } if st.port.is_none() => st.idle = true,
+                        _ => {}
+                    }
+                }
+                progress(FanOutEvent::Relay { host, line });
+            }
+            Message::Exited(i, result) => {
+                let host = hosts[i].addr;
                 let mut states = lock(states);
                 let st = &mut states[i];
+                st.exited = true;
                 let mut rep = lock(report);
                 let hr = rep.hosts.entry(host).or_insert_with(HostReport::new);
-                match &line {
-                    RelayLine::Have(d) => hr.present.push(d.clone()),
-                    RelayLine::Partial { digest, offset } => {
-                        st.partial.insert(digest.clone(), *offset);
-                    }
-                    RelayLine::Listening { port, pid } => {
-                        st.port = Some(*port);
-                        st.pid = Some(*pid);
-                    }
-                    RelayLine::Done {
-                        digest,
-                        received,
-                        resumed,
-                    } => hr.received.push(Receipt {
-                        digest: digest.clone(),
-                        received: *received,
-                        resumed: *resumed,
-                    }),
-                    RelayLine::Fail { digest, reason } => {
-                        hr.failed.push((digest.clone(), reason.clone()));
-                    }
-                    RelayLine::Finished { .. } if st.port.is_none() => st.idle = true,
-                    _ => {}
-                }
-            }
-            progress(FanOutEvent::Relay { host, line });
-        }
-        Message::Exited(i, result) => {
-            let host = hosts[i].addr;
-            let mut states = lock(states);
-            let st = &mut states[i];
-            st.exited = true;
-            let mut rep = lock(report);
-            let hr = rep.hosts.entry(host).or_insert_with(HostReport::new);
-            // A relay killed on purpose (SSH fallback) or one that reported its own
-            // failures needs no more words; a relay that never started does.
-            let ssh = matches!(hr.route, Route::Ssh { .. });
-            if !ssh && hr.failed.is_empty() && st.port.is_none() && !st.idle {
-                hr.error = Some(match result {
-                    Ok(out) => format!(
-                        "the relay exited with {} before listening: {}",
+                // A relay killed on purpose (SSH fallback) or one that reported its own
+                // failures needs no more words; a relay that never started does.
+                let ssh = matches!(hr.route, Route::Ssh { .. });
+                if !ssh && hr.failed.is_empty() && st.port.is_none() && !st.idle {
+                    hr.error = Some(match result {
+                        Ok(out) => format!(
+                            "the relay exited with {} before listening: {}",
+                            out.status,
+                            out.stderr_tail(3)
+                        ),
+                        Err(e) => format!("starting the relay: {e}"),
+                    });
+                } else if !ssh
+                    && let Ok(out) = &result
+                    && !out.success()
+                    && hr.failed.is_empty()
+                    && hr.error.is_none()
+                    && st.port.is_some()
+                    && hr.received.len() + hr.present.len() < hosts[i].needs.len()
+                {
+                    hr.error = Some(format!(
+                        "the relay exited with {}: {}",
                         out.status,
                         out.stderr_tail(3)
-                    ),
-                    Err(e) => format!("starting the relay: {e}"),
-                });
-            } else if !ssh
-                && let Ok(out) = &result
-                && !out.success()
-                && hr.failed.is_empty()
-                && hr.error.is_none()
-                && st.port.is_some()
-                && hr.received.len() + hr.present.len() < hosts[i].needs.len()
-            {
-                hr.error = Some(format!(
-                    "the relay exited with {}: {}",
-                    out.status,
-                    out.stderr_tail(3)
-                ));
+                    ));
+                }
             }
         }
     }
-}
 
-/// Steps 2 to 5, while the relays run.
-#[expect(clippy::too_many_arguments, reason = "the shared state of one run")]
-async fn drive(
-    hosts: &[FanOutHost],
-    locations: &BTreeMap<Digest, crate::image::BlobLocation>,
-    token: &Secret,
-    opts: &FanOutOptions,
-    progress: Progress<'_>,
-    report: &Mutex<FanOutReport>,
-    states: &Mutex<Vec<RelayState>>,
-    mut rx: mpsc::UnboundedReceiver<Message>,
-) -> Result<(), DistributeError> {
-    // Step 2: wait until every relay listens, has nothing to do, or has exited.
-    let settled = |states: &Mutex<Vec<RelayState>>| {
-        lock(states)
-            .iter()
-            .all(|s| s.port.is_some() || s.idle || s.exited)
-    };
-    while !settled(states) {
-        let Some(msg) = rx.recv().await else { break };
-        record(hosts, report, states, progress, msg);
-    }
-    // Step 3 and 4 run while lines keep coming.
-    let sent = std::sync::atomic::AtomicU64::new(0);
-    let work = ship(
-        hosts, locations, token, opts, progress, report, states, &sent,
-    );
-    let listen = async {
-        while let Some(msg) = rx.recv().await {
-            record(hosts, report, states, progress, msg);
-        }
-    };
-    let (result, ()) = tokio::join!(work, listen);
-    lock(report).operator_bytes = sent.load(std::sync::atomic::Ordering::Relaxed);
-    result
-}
-
-/// Form the chains and stream into them; send the unreachable nodes their blobs over SSH.
-#[expect(clippy::too_many_arguments, reason = "the shared state of one run")]
-async fn ship(
-    hosts: &[FanOutHost],
-    locations: &BTreeMap<Digest, crate::image::BlobLocation>,
-    token: &Secret,
-    opts: &FanOutOptions,
-    progress: Progress<'_>,
-    report: &Mutex<FanOutReport>,
-    states: &Mutex<Vec<RelayState>>,
-    sent: &std::sync::atomic::AtomicU64,
-) -> Result<(), DistributeError> {
-    // Who still lacks something, and what: (host index, port, wanted blobs with offsets).
-    let mut members: Vec<(usize, u16, BTreeMap<Digest, u64>)> = lock(states)
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| !s.exited && !s.partial.is_empty())
-        .filter_map(|(i, s)| s.port.map(|p| (i, p, s.partial.clone())))
-        .collect();
-    let lacking = |m: &BTreeMap<Digest, u64>| -> u64 {
-        m.iter()
-            .map(|(d, off)| locations.get(d).map_or(0, |l| l.size.saturating_sub(*off)))
-            .sum()
-    };
-    members.sort_by_key(|(i, _, m)| (std::cmp::Reverse(lacking(m)), *i));
-    let mut remaining: VecDeque<_> = members.into();
-    let mut streams = Vec::new();
-    let mut fallbacks = Vec::new();
-    let mut chain_no = 0;
-    while !remaining.is_empty() {
-        let blobs = stream_blobs(remaining.iter().map(|(_, _, m)| m), locations);
-        let hops: Vec<SocketAddr> = remaining
-            .iter()
-            .map(|(i, port, _)| SocketAddr::new(hosts[*i].addr, *port))
-            .collect();
-        let header = Header {
-            hops: hops[1..].to_vec(),
-            blobs: blobs
+    /// Steps 2 to 5, while the relays run.
+    async fn drive(&self, mut rx: mpsc::UnboundedReceiver<Message>) -> Result<(), DistributeError> {
+        let states = self.states;
+        // Step 2: wait until every relay listens, has nothing to do, or has exited.
+        let settled = |states: &Mutex<Vec<RelayState>>| {
+            lock(states)
                 .iter()
-                .map(|(digest, size)| WireBlob {
-                    digest: digest.clone(),
-                    size: *size,
-                    need: remaining
-                        .iter()
-                        .map(|(_, _, m)| m.contains_key(digest))
-                        .collect(),
-                })
-                .collect(),
+                .all(|s| s.port.is_some() || s.idle || s.exited)
         };
-        let head = hops[0];
-        match open_chain(head, &header, token, opts).await {
-            Err(reason) => {
-                let (i, _, _) = remaining.pop_front().unwrap_or_default();
-                fallbacks.push((i, format!("relay at {head} unreachable: {reason}")));
+        while !settled(states) {
+            let Some(msg) = rx.recv().await else { break };
+            self.record(msg);
+        }
+        // Step 3 and 4 run while lines keep coming.
+        let listen = async {
+            while let Some(msg) = rx.recv().await {
+                self.record(msg);
             }
-            Ok((stream, reach)) => {
-                let k = usize::try_from(reach)
-                    .unwrap_or(1)
-                    .clamp(1, remaining.len());
-                let chain: Vec<_> = remaining.drain(..k).collect();
-                {
-                    let mut rep = lock(report);
-                    for (position, (i, _, _)) in chain.iter().enumerate() {
-                        if let Some(hr) = rep.hosts.get_mut(&hosts[*i].addr) {
-                            hr.route = Route::Chain {
-                                chain: chain_no,
-                                position,
-                            };
+        };
+        let (result, ()) = tokio::join!(self.ship(), listen);
+        lock(self.report).operator_bytes = self.sent.load(std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    /// Form the chains and stream into them; send the unreachable nodes their blobs over SSH.
+    async fn ship(&self) -> Result<(), DistributeError> {
+        let Self {
+            hosts,
+            locations,
+            token,
+            opts,
+            progress,
+            report,
+            states,
+            ..
+        } = *self;
+        let sent = &self.sent;
+        // Who still lacks something, and what: (host index, port, wanted blobs with offsets).
+        let mut members: Vec<(usize, u16, BTreeMap<Digest, u64>)> = lock(states)
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.exited && !s.partial.is_empty())
+            .filter_map(|(i, s)| s.port.map(|p| (i, p, s.partial.clone())))
+            .collect();
+        let lacking = |m: &BTreeMap<Digest, u64>| -> u64 {
+            m.iter()
+                .map(|(d, off)| locations.get(d).map_or(0, |l| l.size.saturating_sub(*off)))
+                .sum()
+        };
+        members.sort_by_key(|(i, _, m)| (std::cmp::Reverse(lacking(m)), *i));
+        let mut remaining: VecDeque<_> = members.into();
+        let mut streams = Vec::new();
+        let mut fallbacks = Vec::new();
+        let mut chain_no = 0;
+        while !remaining.is_empty() {
+            let blobs = stream_blobs(remaining.iter().map(|(_, _, m)| m), locations);
+            let hops: Vec<SocketAddr> = remaining
+                .iter()
+                .map(|(i, port, _)| SocketAddr::new(hosts[*i].addr, *port))
+                .collect();
+            let header = Header {
+                hops: hops[1..].to_vec(),
+                blobs: blobs
+                    .iter()
+                    .map(|(digest, size)| WireBlob {
+                        digest: digest.clone(),
+                        size: *size,
+                        need: remaining
+                            .iter()
+                            .map(|(_, _, m)| m.contains_key(digest))
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            let head = hops[0];
+            match open_chain(head, &header, token, opts).await {
+                Err(reason) => {
+                    let (i, _, _) = remaining.pop_front().unwrap_or_default();
+                    fallbacks.push((i, format!("relay at {head} unreachable: {reason}")));
+                }
+                Ok((stream, reach)) => {
+                    let k = usize::try_from(reach)
+                        .unwrap_or(1)
+                        .clamp(1, remaining.len());
+                    let chain: Vec<_> = remaining.drain(..k).collect();
+                    {
+                        let mut rep = lock(report);
+                        for (position, (i, _, _)) in chain.iter().enumerate() {
+                            if let Some(hr) = rep.hosts.get_mut(&hosts[*i].addr) {
+                                hr.route = Route::Chain {
+                                    chain: chain_no,
+                                    position,
+                                };
+                            }
                         }
                     }
+                    progress(FanOutEvent::Chain {
+                        chain: chain_no,
+                        hosts: chain.iter().map(|(i, _, _)| hosts[*i].addr).collect(),
+                    });
+                    // Each blob starts at the smallest offset a chain member wanting it holds.
+                    let from: Vec<u64> = blobs
+                        .iter()
+                        .map(|(digest, size)| {
+                            chain
+                                .iter()
+                                .filter_map(|(_, _, m)| m.get(digest).copied())
+                                .min()
+                                .unwrap_or(*size)
+                                .min(*size)
+                        })
+                        .collect();
+                    streams.push(stream_chain(stream, blobs, from, locations, progress, sent));
+                    chain_no += 1;
                 }
-                progress(FanOutEvent::Chain {
-                    chain: chain_no,
-                    hosts: chain.iter().map(|(i, _, _)| hosts[*i].addr).collect(),
-                });
-                // Each blob starts at the smallest offset a chain member wanting it holds.
-                let from: Vec<u64> = blobs
-                    .iter()
-                    .map(|(digest, size)| {
-                        chain
-                            .iter()
-                            .filter_map(|(_, _, m)| m.get(digest).copied())
-                            .min()
-                            .unwrap_or(*size)
-                            .min(*size)
-                    })
-                    .collect();
-                streams.push(stream_chain(stream, blobs, from, locations, progress, sent));
-                chain_no += 1;
             }
         }
+        let ssh = fallbacks
+            .into_iter()
+            .map(|(i, reason)| self.ssh_fallback(i, reason));
+        let (streamed, sshed) = tokio::join!(join_all(streams), join_all(ssh));
+        for r in streamed.into_iter().chain(sshed) {
+            r?;
+        }
+        Ok(())
     }
-    let ssh = fallbacks.into_iter().map(|(i, reason)| {
-        ssh_fallback(
-            &hosts[i], i, reason, locations, opts, progress, report, states, sent,
-        )
-    });
-    let (streamed, sshed) = tokio::join!(join_all(streams), join_all(ssh));
-    for r in streamed.into_iter().chain(sshed) {
-        r?;
-    }
-    Ok(())
 }
 
 /// The blobs some node of `wants` lacks, in a stable order, with their sizes.
@@ -712,67 +721,67 @@ async fn stream_chain(
     Ok(())
 }
 
-/// Send one node its blobs over SSH, after stopping its relay.
-#[expect(clippy::too_many_arguments, reason = "the shared state of one run")]
-async fn ssh_fallback(
-    host: &FanOutHost,
-    index: usize,
-    reason: String,
-    locations: &BTreeMap<Digest, crate::image::BlobLocation>,
-    opts: &FanOutOptions,
-    progress: Progress<'_>,
-    report: &Mutex<FanOutReport>,
-    states: &Mutex<Vec<RelayState>>,
-    sent: &std::sync::atomic::AtomicU64,
-) -> Result<(), DistributeError> {
-    if let Some(hr) = lock(report).hosts.get_mut(&host.addr) {
-        hr.route = Route::Ssh {
-            reason: reason.clone(),
-        };
-    }
-    progress(FanOutEvent::Fallback {
-        host: host.addr,
-        reason,
-    });
-    let (pid, wanted) = {
-        let st = &lock(states)[index];
-        (st.pid, st.partial.clone())
-    };
-    if let Some(pid) = pid {
-        // The relay holds the token and a port: stop it before writing its files.
-        let kill = RemoteCommand::new("kill").arg(pid.to_string()).sudo();
-        let _ = host.remote.run(&kill).await;
-    }
-    for digest in wanted.keys() {
-        let loc = &locations[digest];
-        let src = UploadSource {
-            path: loc.path.clone(),
-            offset: loc.offset,
-            len: loc.size,
-            sha256: Some(digest.hex().to_string()),
-        };
-        let dest = format!("{}/blobs/sha256/{}", opts.store, digest.hex());
-        let done = std::sync::atomic::AtomicU64::new(0);
-        let on_progress = |n: u64| done.store(n, std::sync::atomic::Ordering::Relaxed);
-        let result = host
-            .remote
-            .upload_with_progress(&src, &dest, 0o644, &on_progress)
-            .await;
-        let mut rep = lock(report);
-        let hr = rep.hosts.entry(host.addr).or_insert_with(HostReport::new);
-        match result {
-            Ok(up) => {
-                sent.fetch_add(up.bytes_sent, std::sync::atomic::Ordering::Relaxed);
-                hr.received.push(Receipt {
-                    digest: digest.clone(),
-                    received: up.bytes_sent,
-                    resumed: up.resumed_from,
-                });
-            }
-            Err(e) => hr.failed.push((digest.clone(), e.to_string())),
+impl Run<'_> {
+    /// Send one node its blobs over SSH, after stopping its relay.
+    async fn ssh_fallback(&self, index: usize, reason: String) -> Result<(), DistributeError> {
+        let Self {
+            locations,
+            opts,
+            progress,
+            report,
+            states,
+            ..
+        } = *self;
+        let (host, sent) = (&self.hosts[index], &self.sent);
+        if let Some(hr) = lock(report).hosts.get_mut(&host.addr) {
+            hr.route = Route::Ssh {
+                reason: reason.clone(),
+            };
         }
+        progress(FanOutEvent::Fallback {
+            host: host.addr,
+            reason,
+        });
+        let (pid, wanted) = {
+            let st = &lock(states)[index];
+            (st.pid, st.partial.clone())
+        };
+        if let Some(pid) = pid {
+            // The relay holds the token and a port: stop it before writing its files.
+            let kill = RemoteCommand::new("kill").arg(pid.to_string()).sudo();
+            let _ = host.remote.run(&kill).await;
+        }
+        for digest in wanted.keys() {
+            let loc = &locations[digest];
+            let src = UploadSource {
+                path: loc.path.clone(),
+                offset: loc.offset,
+                len: loc.size,
+                sha256: Some(digest.hex().to_string()),
+            };
+            let dest = format!("{}/blobs/sha256/{}", opts.store, digest.hex());
+            let done = std::sync::atomic::AtomicU64::new(0);
+            let on_progress = |n: u64| done.store(n, std::sync::atomic::Ordering::Relaxed);
+            let result = host
+                .remote
+                .upload_with_progress(&src, &dest, 0o644, &on_progress)
+                .await;
+            let mut rep = lock(report);
+            let hr = rep.hosts.entry(host.addr).or_insert_with(HostReport::new);
+            match result {
+                Ok(up) => {
+                    sent.fetch_add(up.bytes_sent, std::sync::atomic::Ordering::Relaxed);
+                    hr.received.push(Receipt {
+                        digest: digest.clone(),
+                        received: up.bytes_sent,
+                        resumed: up.resumed_from,
+                    });
+                }
+                Err(e) => hr.failed.push((digest.clone(), e.to_string())),
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
