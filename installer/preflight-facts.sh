@@ -24,6 +24,9 @@ fact mem_kb "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
 fact swap_kb "$(awk '/^SwapTotal:/ {print $2}' /proc/meminfo)"
 fact time "$(date +%s)"
 
+# airlock installed here before (its step markers): a re-run, not a stranger's leftovers.
+if [ -n "$(ls -A "$data_root/state" 2>/dev/null)" ]; then fact airlock_state yes; fi
+
 # Free space where the data root will be: its nearest existing parent.
 dir=$data_root
 while [ ! -d "$dir" ] && [ "$dir" != / ]; do dir=$(dirname "$dir"); done

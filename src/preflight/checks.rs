@@ -367,8 +367,17 @@ pub fn judge_host(
         .filter(|p| ours.contains(p))
         .map(ToString::to_string)
         .collect();
+    let rerun = facts.get("airlock_state") == Some("yes");
     if required.is_empty() {
         j.pass(CheckId::Ports, "none needed");
+    } else if rerun && !busy.is_empty() {
+        j.pass(
+            CheckId::Ports,
+            format!(
+                "in use by airlock's earlier install here (a re-run): {}",
+                busy.join(", ")
+            ),
+        );
     } else if busy.is_empty() && held.is_empty() {
         j.pass(CheckId::Ports, format!("free: {}", join(&required)));
     } else if busy.is_empty() {
@@ -495,6 +504,11 @@ pub fn judge_host(
     let leftovers: Vec<&str> = facts.all("leftover").collect();
     if leftovers.is_empty() {
         j.pass(CheckId::Leftovers, "clean");
+    } else if rerun {
+        j.pass(
+            CheckId::Leftovers,
+            "airlock's earlier install here (a re-run): kept",
+        );
     } else {
         j.problem(
             CheckId::Leftovers,

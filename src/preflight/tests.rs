@@ -522,6 +522,34 @@ fn ports_held_by_airlock_itself_are_an_earlier_install_not_a_conflict() {
 }
 
 #[test]
+fn a_rerun_on_hosts_airlock_installed_is_not_a_conflict() {
+    let installed = with(&[
+        "listen=0.0.0.0:6443",
+        "listen=0.0.0.0:2379",
+        "leftover=/var/lib/etcd",
+    ]);
+    let found = judge(&installed, &Requirements::default());
+    assert_eq!(found[&CheckId::Ports].status, Status::Fail, "a stranger's");
+    assert_eq!(
+        found[&CheckId::Leftovers].status,
+        Status::Fail,
+        "a stranger's"
+    );
+    let mut lines: Vec<&str> = vec!["airlock_state=yes"];
+    lines.extend([
+        "listen=0.0.0.0:6443",
+        "listen=0.0.0.0:2379",
+        "leftover=/var/lib/etcd",
+    ]);
+    let rerun = with(&lines);
+    let found = judge(&rerun, &Requirements::default());
+    for id in [CheckId::Ports, CheckId::Leftovers] {
+        assert_eq!(found[&id].status, Status::Pass, "{:?}", found[&id]);
+        assert!(found[&id].message.contains("a re-run"), "{:?}", found[&id]);
+    }
+}
+
+#[test]
 fn peers_that_answer_even_by_refusing_are_reachable() {
     let ip: IpAddr = "198.18.0.2".parse().unwrap();
     let targets = vec![
