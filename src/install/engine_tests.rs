@@ -138,6 +138,7 @@ fn setup(configure: impl Fn(IpAddr, &FakeRemote)) -> Fixture {
         remotes,
         reporter: Arc::new(move |e: Event| sink.lock().unwrap().push(e)),
         scale_up: BTreeSet::new(),
+        registry_access: RegistryAccess::default(),
     };
     Fixture {
         _dir: dir,
@@ -424,4 +425,110 @@ async fn failure_names_host_and_step_and_stops_before_launch() {
         failed.contains("blobs ") && !failed.contains("unpack "),
         "{failed}"
     );
+}
+
+/// The files a fake host was sent through `write-file.sh`: path, mode, content.
+fn written_files(fake: &FakeRemote) -> Vec<(String, String, String)> {
+    fake.calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            FakeCall::Run(cmd) if cmd.argv.len() > 5 && cmd.argv[2] == WRITE_FILE => Some((
+                cmd.argv[4].clone(),
+                cmd.argv[5].clone(),
+                String::from_utf8(cmd.stdin.clone().unwrap_or_default()).unwrap(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn tls_and_auth_reach_the_registry_host_and_every_mirror_through_stdin_only() {
+    let mut f = setup(|_, _| {});
+    let state = tempfile::tempdir().unwrap();
+    let access =
+        RegistryAccess::prepare(&f.install.spec, state.path(), std::time::SystemTime::now())
+            .unwrap();
+    let (user, password) = access.credentials.clone().unwrap();
+    f.install.registry_access = access;
+    f.install.run().await.unwrap();
+    let master = &f.fakes[&ip("198.18.0.2")];
+    let node = &f.fakes[&ip("198.18.0.3")];
+    // The registry host gets its key and htpasswd 0600, and serves with them.
+    let files = written_files(master);
+    let mode_of = |files: &[(String, String, String)], path: &str| {
+        files
+            .iter()
+            .find(|(p, _, _)| p == path)
+            .map(|(_, m, _)| m.clone())
+    };
+    assert_eq!(
+        mode_of(&files, "/var/lib/airlock/registry/server-key.pem").as_deref(),
+        Some("600")
+    );
+    assert_eq!(
+        mode_of(&files, "/var/lib/airlock/registry/htpasswd").as_deref(),
+        Some("600")
+    );
+    assert_eq!(
+        mode_of(&files, "/var/lib/airlock/cluster/registry/ca-key.pem").as_deref(),
+        Some("600")
+    );
+    let serve = master
+        .commands()
+        .into_iter()
+        .find(|a| a.len() > 2 && a[2] == REGISTRY)
+        .unwrap();
+    assert!(serve.contains(&"https".to_string()), "{serve:?}");
+    assert!(serve.contains(&"--htpasswd".to_string()), "{serve:?}");
+    assert!(serve.contains(&"--tls-key".to_string()), "{serve:?}");
+    // Workers: CA and hosts.toml with the header; the password is in no argv anywhere.
+    let files = written_files(node);
+    let toml = files
+        .iter()
+        .find(|(p, _, _)| p == "/etc/containerd/certs.d/docker.io/hosts.toml")
+        .unwrap();
+    assert_eq!(toml.1, "600");
+    assert!(
+        toml.2.contains("[host.\"https://sea.hub:5000\"]"),
+        "{}",
+        toml.2
+    );
+    assert!(
+        toml.2
+            .contains("ca = \"/etc/containerd/certs.d/docker.io/airlock-ca.crt\""),
+        "{}",
+        toml.2
+    );
+    assert!(toml.2.contains("Authorization = [\"Basic "), "{}", toml.2);
+    assert!(files.iter().any(
+        |(p, _, c)| p == "/etc/containerd/certs.d/docker.io/airlock-ca.crt"
+            && c.contains("BEGIN CERTIFICATE")
+    ));
+    assert!(user == "airlock");
+    for fake in f.fakes.values() {
+        for argv in fake.commands() {
+            assert!(
+                !argv.iter().any(|a| a.contains(password.expose())),
+                "password in argv {argv:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn external_registry_mode_runs_no_registry_and_sends_no_image_blobs() {
+    const EXTERNAL: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {name: t}\nspec:\n  ssh: {passwd: pw}\n  registry:\n    externalRegistry: {domain: 127.0.0.1, port: 1, username: u, password: p}\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n";
+    let mut f = setup(|_, _| {});
+    f.install.spec = Clusterfile::parse("Clusterfile", EXTERNAL)
+        .unwrap()
+        .resolve(&|_| None)
+        .unwrap();
+    let err = f.install.run().await.unwrap_err().to_string();
+    // Nothing listens on port 1: the push fails and says where to look.
+    assert!(err.contains("externalRegistry"), "{err}");
+    let master = &f.fakes[&ip("198.18.0.2")];
+    assert!(!ran_script(master, REGISTRY));
+    let rootfs_blobs = f.install.plan.rootfs_blobs.len();
+    assert_eq!(master.uploads().len(), 1 + rootfs_blobs);
 }
