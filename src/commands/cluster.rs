@@ -273,11 +273,11 @@ pub(crate) async fn converge(
     j.save(&dir, now())?;
     record_on_first_master(&install, cf, &j).await?;
     printer.result(format!(
-        "installed {} on {} hosts; registry at {}:{}",
+        "installed {} on {} hosts; registry at {}://{}",
         install.plan.name,
         install.spec.hosts.len(),
-        install.spec.registry.domain,
-        install.spec.registry.port
+        install.registry_access.scheme(),
+        install.spec.registry.address()
     ));
     Ok(())
 }
