@@ -513,6 +513,67 @@ pub fn mirror_files(
     MirrorFiles { etc_hosts, files }
 }
 
+/// Docker's files on a host that pulls with Docker (`installer/docker-facts.sh` printed
+/// `facts`): `daemon.json` with the registry first in `registry-mirrors` and every other
+/// key kept, the base it was merged into kept once under
+/// `<data_root>/cluster/docker/` (so a re-run merges into the same base and `reset`
+/// restores it), and the CA in `/etc/docker/certs.d/<registry>/`. Docker mirrors only
+/// Docker Hub images; the other domains need containerd. Empty when the host has no
+/// Docker or has containerd.
+pub fn docker_files(
+    facts: &str,
+    spec: &ClusterSpec,
+    access: &RegistryAccess,
+    data_root: &str,
+) -> Result<Vec<(String, Secret, &'static str)>, String> {
+    let mut lines = facts.splitn(3, '\n');
+    if lines.next().map(str::trim) != Some("docker") {
+        return Ok(Vec::new());
+    }
+    let kind = lines.next().unwrap_or("absent").trim();
+    let base = lines.next().unwrap_or_default();
+    let kept = format!("{data_root}/cluster/docker");
+    let mut files = Vec::new();
+    match kind {
+        "current" => files.push((format!("{kept}/daemon.json.orig"), Secret::new(base), "600")),
+        "absent" => files.push((format!("{kept}/daemon.json.absent"), Secret::new(""), "600")),
+        _ => {}
+    }
+    let mut json: serde_json::Map<String, serde_json::Value> = if base.trim().is_empty() {
+        serde_json::Map::new()
+    } else {
+        serde_json::from_str(base).map_err(|e| {
+            format!("/etc/docker/daemon.json is not a JSON object ({e}); fix it and run again")
+        })?
+    };
+    let address = spec.registry.address();
+    let mirror = format!("{}://{address}", access.scheme());
+    let mut mirrors = vec![serde_json::Value::String(mirror.clone())];
+    if let Some(existing) = json.get("registry-mirrors").and_then(|v| v.as_array()) {
+        mirrors.extend(
+            existing
+                .iter()
+                .filter(|v| v.as_str() != Some(&mirror))
+                .cloned(),
+        );
+    }
+    json.insert("registry-mirrors".into(), serde_json::Value::Array(mirrors));
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default() + "\n";
+    files.push((
+        "/etc/docker/daemon.json".to_string(),
+        Secret::new(text),
+        "644",
+    ));
+    if let Some(ca) = &access.ca_pem {
+        files.push((
+            format!("/etc/docker/certs.d/{address}/{CA_FILE_NAME}"),
+            Secret::new(ca.clone()),
+            "644",
+        ));
+    }
+    Ok(files)
+}
+
 fn socket(ip: IpAddr, port: u16) -> String {
     match ip {
         IpAddr::V4(v4) => format!("{v4}:{port}"),

@@ -210,3 +210,61 @@ fn external_registry_is_the_only_mirror_and_needs_no_etc_hosts() {
     );
     assert!(!dir.path().join(OPERATOR_DIR).exists());
 }
+
+#[test]
+fn docker_daemon_json_is_merged_kept_once_and_left_alone_without_docker() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec("");
+    let a = RegistryAccess::prepare(&s, dir.path(), SystemTime::now()).unwrap();
+    assert!(
+        docker_files("none\n", &s, &a, "/var/lib/airlock")
+            .unwrap()
+            .is_empty()
+    );
+    let current = "docker\ncurrent\n{\"log-driver\": \"json-file\", \"registry-mirrors\": [\"https://m.corp\"]}\n";
+    let files = docker_files(current, &s, &a, "/var/lib/airlock").unwrap();
+    let find = |path: &str| {
+        files
+            .iter()
+            .find(|(p, _, _)| p == path)
+            .map(|(_, c, m)| (c.expose().to_string(), *m))
+    };
+    let (orig, mode) = find("/var/lib/airlock/cluster/docker/daemon.json.orig").unwrap();
+    assert!(orig.contains("m.corp") && mode == "600");
+    let (json, _) = find("/etc/docker/daemon.json").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["log-driver"], "json-file");
+    assert_eq!(
+        v["registry-mirrors"],
+        serde_json::json!(["https://sea.hub:5000", "https://m.corp"])
+    );
+    assert!(find("/etc/docker/certs.d/sea.hub:5000/airlock-ca.crt").is_some());
+    // A re-run merges into the kept original: same daemon.json, nothing kept again.
+    let again = docker_files(
+        &format!("docker\norig\n{}", orig),
+        &s,
+        &a,
+        "/var/lib/airlock",
+    )
+    .unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|(p, _, _)| !p.contains("daemon.json.orig"))
+    );
+    let (json_again, _) = again
+        .iter()
+        .find(|(p, _, _)| p == "/etc/docker/daemon.json")
+        .map(|(_, c, m)| (c.expose().to_string(), *m))
+        .unwrap();
+    assert_eq!(json, json_again);
+    // No daemon.json: a marker, so that reset removes the one airlock made.
+    let absent = docker_files("docker\nabsent\n", &s, &a, "/var/lib/airlock").unwrap();
+    assert!(
+        absent
+            .iter()
+            .any(|(p, _, _)| p.ends_with("daemon.json.absent"))
+    );
+    let bad = docker_files("docker\ncurrent\n[1,", &s, &a, "/var/lib/airlock").unwrap_err();
+    assert!(bad.contains("/etc/docker/daemon.json"), "{bad}");
+}

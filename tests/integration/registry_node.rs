@@ -69,13 +69,12 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn install(bundle: &Path, clusterfile: &Path, operator: &Path, password: &str) -> String {
+fn install(bundle: &Path, clusterfile: &Path, operator: &Path) -> String {
     let out = Command::new(bundle)
         .args(["install", "-f"])
         .arg(clusterfile)
         .arg("--yes")
         .env("AIRLOCK_ROOT", operator)
-        .env("EXT_REGISTRY_PASSWORD", password)
         .output()
         .unwrap();
     let all = text(&out);
@@ -109,7 +108,7 @@ fn external_registry_gets_the_image_set_and_nodes_pull_through_it_over_tls_with_
     let now = SystemTime::now();
     let ca = tls::generate_ca(&reg_dir.join("ca"), now).unwrap();
     let gateway = tb.gateway.to_string();
-    let cert = tls::issue_server_cert(&ca, &[gateway.clone()], &reg_dir, now).unwrap();
+    let cert = tls::issue_server_cert(&ca, std::slice::from_ref(&gateway), &reg_dir, now).unwrap();
     let password = "harbor-pass-3";
     let htpasswd = reg_dir.join("htpasswd");
     std::fs::write(
@@ -125,7 +124,7 @@ fn external_registry_gets_the_image_set_and_nodes_pull_through_it_over_tls_with_
     std::fs::write(
         &cf,
         format!(
-            "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata:\n  name: ext\nspec:\n  image: hello-cluster:v1\n  ssh:\n    user: root\n    pk: {}\n  registry:\n    externalRegistry:\n      domain: {gateway}\n      port: {port}\n      username: pusher\n      passwordEnv: EXT_REGISTRY_PASSWORD\n      caFile: {}\n  hosts:\n    - ips: [ {} ]\n      roles: [ master ]\n    - ips: [ {} ]\n      roles: [ node ]\n",
+            "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata:\n  name: ext\nspec:\n  image: hello-cluster:v1\n  ssh:\n    user: root\n    pk: {}\n  registry:\n    externalRegistry:\n      domain: {gateway}\n      port: {port}\n      username: pusher\n      password: {password}\n      caFile: {}\n  hosts:\n    - ips: [ {} ]\n      roles: [ master ]\n    - ips: [ {} ]\n      roles: [ node ]\n",
             tb.key.display(),
             ca.cert_path.display(),
             tb.hosts[0],
@@ -134,7 +133,7 @@ fn external_registry_gets_the_image_set_and_nodes_pull_through_it_over_tls_with_
     )
     .unwrap();
     let operator = work.path().join("operator");
-    let first = install(&bundle, &cf, &operator, password);
+    let first = install(&bundle, &cf, &operator);
     assert!(
         first.contains("pushed docker.io/airlockdemo/hello:1.0"),
         "{first}"
@@ -199,7 +198,7 @@ fn external_registry_gets_the_image_set_and_nodes_pull_through_it_over_tls_with_
     );
 
     // A re-run sends nothing again and redoes no step.
-    let again = install(&bundle, &cf, &operator, password);
+    let again = install(&bundle, &cf, &operator);
     assert!(again.contains(": 0 sent (0 bytes)"), "{again}");
     let redone: Vec<&str> = again
         .lines()
@@ -213,7 +212,6 @@ fn external_registry_gets_the_image_set_and_nodes_pull_through_it_over_tls_with_
         .arg(&cf)
         .arg("--yes")
         .env("AIRLOCK_ROOT", &operator)
-        .env("EXT_REGISTRY_PASSWORD", password)
         .output()
         .unwrap();
     ok(reset, "reset");
