@@ -427,6 +427,17 @@ async fn failure_names_host_and_step_and_stops_before_launch() {
     );
 }
 
+/// The fixture with the cluster of `clusterfile` (its hosts must be among the
+/// default fixture's).
+fn setup_with(clusterfile: &str) -> Fixture {
+    let mut f = setup(|_, _| {});
+    f.install.spec = Clusterfile::parse("Clusterfile", clusterfile)
+        .unwrap()
+        .resolve(&|_| None)
+        .unwrap();
+    f
+}
+
 /// The files a fake host was sent through `write-file.sh`: path, mode, content.
 fn written_files(fake: &FakeRemote) -> Vec<(String, String, String)> {
     fake.calls()
@@ -519,11 +530,7 @@ async fn tls_and_auth_reach_the_registry_host_and_every_mirror_through_stdin_onl
 #[tokio::test]
 async fn external_registry_mode_runs_no_registry_and_sends_no_image_blobs() {
     const EXTERNAL: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {name: t}\nspec:\n  ssh: {passwd: pw}\n  registry:\n    externalRegistry: {domain: 127.0.0.1, port: 1, username: u, password: p}\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n";
-    let mut f = setup(|_, _| {});
-    f.install.spec = Clusterfile::parse("Clusterfile", EXTERNAL)
-        .unwrap()
-        .resolve(&|_| None)
-        .unwrap();
+    let f = setup_with(EXTERNAL);
     let err = f.install.run().await.unwrap_err().to_string();
     // Nothing listens on port 1: the push fails and says where to look.
     assert!(err.contains("externalRegistry"), "{err}");
@@ -531,4 +538,39 @@ async fn external_registry_mode_runs_no_registry_and_sends_no_image_blobs() {
     assert!(!ran_script(master, REGISTRY));
     let rootfs_blobs = f.install.plan.rootfs_blobs.len();
     assert_eq!(master.uploads().len(), 1 + rootfs_blobs);
+}
+
+#[tokio::test]
+async fn ha_runs_a_registry_on_every_master_each_with_the_image_blobs() {
+    const HA: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {name: t}\nspec:\n  ssh: {passwd: pw}\n  registry:\n    localRegistry: {ha: true}\n  hosts:\n  - ips: [198.18.0.2, 198.18.0.3]\n    roles: [master]\n  - ips: [198.18.0.4]\n    roles: [node]\n";
+    let f = setup_with(HA);
+    f.install.run().await.unwrap();
+    let all = 1 + f.install.plan.rootfs_blobs.len() + f.install.plan.image_blobs.len();
+    for master in ["198.18.0.2", "198.18.0.3"] {
+        let fake = &f.fakes[&ip(master)];
+        assert!(ran_script(fake, REGISTRY), "{master}");
+        assert_eq!(fake.uploads().len(), all, "{master}");
+        // Each master names itself for the registry domain.
+        let hosts = fake
+            .commands()
+            .into_iter()
+            .find(|a| a.len() > 3 && a[2] == ETC_HOSTS)
+            .unwrap();
+        assert_eq!(hosts[4], master);
+    }
+    let worker = &f.fakes[&ip("198.18.0.4")];
+    assert!(!ran_script(worker, REGISTRY));
+    assert_eq!(
+        worker.uploads().len(),
+        1 + f.install.plan.rootfs_blobs.len()
+    );
+    let toml = written_files(worker)
+        .into_iter()
+        .find(|(p, _, _)| p.ends_with("docker.io/hosts.toml"))
+        .unwrap()
+        .2;
+    assert!(
+        toml.find("http://sea.hub:5000").unwrap() < toml.find("http://198.18.0.3:5000").unwrap(),
+        "{toml}"
+    );
 }

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::registry_node::anonymous_status;
 use crate::support::{DockerRegistry, skopeo_copy};
 use crate::testbed::{Testbed, TestbedOptions, skip_reason};
 
@@ -160,26 +161,13 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
     // The registry on the first master speaks TLS with the generated CA and wants
     // credentials: curl without them gets 401.
     let ca = "/etc/containerd/certs.d/docker.io/airlock-ca.crt";
-    let anonymous = tb.exec(
+    let status = anonymous_status(
+        &tb,
         3,
-        &[
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--cacert",
-            ca,
-            "https://sea.hub:5000/v2/airlockdemo/hello/manifests/1.0?ns=docker.io",
-        ],
+        ca,
+        "https://sea.hub:5000/v2/airlockdemo/hello/manifests/1.0?ns=docker.io",
     );
-    assert_eq!(
-        String::from_utf8_lossy(&anonymous.stdout),
-        "401",
-        "{}",
-        text(&anonymous)
-    );
+    assert_eq!(status, "401");
     let plain = tb.exec(3, &["curl", "-sS", "http://sea.hub:5000/v2/"]);
     assert!(
         !String::from_utf8_lossy(&plain.stdout).contains("{}"),
