@@ -268,3 +268,30 @@ fn docker_daemon_json_is_merged_kept_once_and_left_alone_without_docker() {
     let bad = docker_files("docker\ncurrent\n[1,", &s, &a, "/var/lib/airlock").unwrap_err();
     assert!(bad.contains("/etc/docker/daemon.json"), "{bad}");
 }
+
+#[test]
+fn files_kept_on_the_first_master_bring_back_the_same_ca_and_credentials() {
+    let now = SystemTime::now();
+    let s = spec("");
+    let first = tempfile::tempdir().unwrap();
+    let a = RegistryAccess::prepare(&s, first.path(), now).unwrap();
+    let kept = a.kept_files("/var/lib/airlock").unwrap();
+    let paths: Vec<&str> = kept.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        KEPT_FILES.map(|n| format!("/var/lib/airlock/cluster/registry/{n}"))
+    );
+    // Another operator machine: nothing of its own, takes them back, reuses them.
+    let other = tempfile::tempdir().unwrap();
+    let by_name: Vec<(String, Secret)> = kept
+        .into_iter()
+        .map(|(p, c)| (p.rsplit('/').next().unwrap().to_string(), c))
+        .collect();
+    assert_eq!(RegistryAccess::restore(other.path(), &by_name).unwrap(), 4);
+    let b = RegistryAccess::prepare(&s, other.path(), now).unwrap();
+    assert_eq!(a.ca_pem, b.ca_pem);
+    assert_eq!(a.htpasswd, b.htpasswd);
+    assert_eq!(a.credentials.unwrap().1, b.credentials.unwrap().1);
+    // Its own files are never overwritten.
+    assert_eq!(RegistryAccess::restore(other.path(), &by_name).unwrap(), 0);
+}
