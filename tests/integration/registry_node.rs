@@ -242,3 +242,74 @@ pub(crate) fn anonymous_status(tb: &Testbed, host: usize, ca: &str, url: &str) -
 fn ok(out: Output, what: &str) {
     assert!(out.status.success(), "{what} failed:\n{}", text(&out));
 }
+
+#[test]
+fn ha_registry_runs_on_every_master_and_workers_fall_over_when_the_first_is_down() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED ha_registry_runs_on_every_master...: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bundle = build_and_bundle(work.path());
+    let tb = Testbed::up(TestbedOptions {
+        hosts: 3,
+        containerd: true,
+        ..TestbedOptions::default()
+    })
+    .expect("testbed up");
+    let cf = work.path().join("Clusterfile");
+    std::fs::write(
+        &cf,
+        format!(
+            "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata:\n  name: ha\nspec:\n  image: hello-cluster:v1\n  ssh:\n    user: root\n    pk: {}\n  registry:\n    localRegistry:\n      ha: true\n  hosts:\n    - ips: [ {}, {} ]\n      roles: [ master ]\n    - ips: [ {} ]\n      roles: [ node ]\n",
+            tb.key.display(),
+            tb.hosts[0],
+            tb.hosts[1],
+            tb.hosts[2]
+        ),
+    )
+    .unwrap();
+    install(&bundle, &cf, &work.path().join("operator"));
+
+    // Each master names itself for sea.hub; the worker names the first master.
+    let sea_hub = |host: usize| {
+        let out = tb.exec(host, &["grep", " sea.hub # airlock", "/etc/hosts"]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(sea_hub(1), tb.hosts[0].to_string());
+    assert_eq!(sea_hub(2), tb.hosts[1].to_string());
+    assert_eq!(sea_hub(3), tb.hosts[0].to_string());
+    // The second master serves TLS for its IP (the certificate names every master).
+    let ca = "/etc/containerd/certs.d/docker.io/airlock-ca.crt";
+    let second = format!("https://{}:5000/v2/", tb.hosts[1]);
+    assert_eq!(anonymous_status(&tb, 3, ca, &second), "401");
+
+    // The first master's registry stops: the worker still pulls, from the second.
+    ok(
+        tb.exec(
+            1,
+            &["sh", "-c", "kill $(cat /var/lib/airlock/run/registry.pid)"],
+        ),
+        "stopping the first master's registry",
+    );
+    let first = format!("https://{}:5000/v2/", tb.hosts[0]);
+    assert_ne!(anonymous_status(&tb, 3, ca, &first), "401");
+    let pull = tb.exec(
+        3,
+        &[
+            "ctr",
+            "--namespace",
+            "airlock",
+            "image",
+            "pull",
+            "--hosts-dir",
+            "/etc/containerd/certs.d",
+            APP,
+        ],
+    );
+    ok(pull, "ctr pull with the first master's registry down");
+}
