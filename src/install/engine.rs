@@ -29,8 +29,6 @@ const REGISTRY: &str = include_str!("../../installer/registry.sh");
 const MARKERS: &str = include_str!("../../installer/markers.sh");
 const RECORD_DIRS: &str = include_str!("../../installer/record-dirs.sh");
 const LIST_BLOBS: &str = include_str!("../../installer/list-blobs.sh");
-const DOCKER_FACTS: &str = include_str!("../../installer/docker-facts.sh");
-const DOCKER_RELOAD: &str = include_str!("../../installer/docker-reload.sh");
 
 /// The steps, in the order they run on a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -926,49 +924,15 @@ impl Install {
             for (path, content, mode) in &mirror.files {
                 write_file(h.remote.as_ref(), path, content.expose().as_bytes(), mode).await?;
             }
-            self.docker_mirror(h).await
+            registry_node::docker_mirror(
+                h.remote.as_ref(),
+                &self.spec,
+                &self.registry_access,
+                &h.host.ip.to_string(),
+            )
+            .await
         })
         .await
-    }
-
-    /// On a host that pulls with Docker: merge the mirror into `daemon.json`, add the
-    /// CA, and make dockerd read it again.
-    async fn docker_mirror(&self, h: &HostCtx<'_>) -> Result<(), RemoteError> {
-        let root = self.data_root();
-        let facts = h
-            .remote
-            .check(&RemoteCommand::script(DOCKER_FACTS, [root]).sudo())
-            .await?
-            .stdout_text();
-        let files = registry_node::docker_files(&facts, &self.spec, &self.registry_access, root)
-            .map_err(|stderr| RemoteError::CommandFailed {
-                host: h.host.ip.to_string(),
-                command: "docker-facts.sh (merging the registry mirror)".to_string(),
-                status: 1,
-                stderr,
-            })?;
-        if files.is_empty() {
-            return Ok(());
-        }
-        let dirs: BTreeSet<String> = files
-            .iter()
-            .filter_map(|(p, _, _)| p.rsplit_once('/').map(|(d, _)| d.to_string()))
-            .filter(|d| d.starts_with("/etc/"))
-            .collect();
-        h.remote
-            .check(
-                &RemoteCommand::script(RECORD_DIRS, [root.to_string()])
-                    .args(dirs)
-                    .sudo(),
-            )
-            .await?;
-        for (path, content, mode) in &files {
-            write_file(h.remote.as_ref(), path, content.expose().as_bytes(), mode).await?;
-        }
-        h.remote
-            .check(&RemoteCommand::script(DOCKER_RELOAD, Vec::<String>::new()).sudo())
-            .await
-            .map(drop)
     }
 
     async fn launch(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {

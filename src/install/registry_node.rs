@@ -18,7 +18,8 @@
 //! 3. [`mirror_files`]: for every host, containerd's `certs.d/<domain>/hosts.toml`
 //!    (0600 when it holds the `Authorization` header) and `airlock-ca.crt` for every
 //!    registry domain of the image, and the address `/etc/hosts` gives the registry
-//!    domain there (see [`registry_hosts`] for HA).
+//!    domain there (see [`registry_hosts`] for HA); on hosts that pull with Docker,
+//!    [`docker_mirror`] merges the mirror into `/etc/docker/daemon.json`.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -27,10 +28,15 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use super::engine::write_file;
 use crate::registry::tls::{self, CertificateAuthority, TlsError};
-use crate::remote::Secret;
+use crate::remote::{Remote, RemoteCommand, RemoteError, Secret};
 use crate::spec::clusterfile::{ClusterSpec, Host};
 use crate::spec::reference::Reference;
+
+const DOCKER_FACTS: &str = include_str!("../../installer/docker-facts.sh");
+const DOCKER_RELOAD: &str = include_str!("../../installer/docker-reload.sh");
+const RECORD_DIRS: &str = include_str!("../../installer/record-dirs.sh");
 
 /// The operator's registry directory inside the cluster's directory.
 pub const OPERATOR_DIR: &str = "registry";
@@ -572,6 +578,50 @@ pub fn docker_files(
         ));
     }
     Ok(files)
+}
+
+/// On a host that pulls with Docker (see [`docker_files`]): merge the mirror into
+/// `daemon.json`, add the CA, and make dockerd read it again. Nothing elsewhere.
+pub async fn docker_mirror(
+    remote: &dyn Remote,
+    spec: &ClusterSpec,
+    access: &RegistryAccess,
+    host: &str,
+) -> Result<(), RemoteError> {
+    let root = spec.data_root.as_str();
+    let facts = remote
+        .check(&RemoteCommand::script(DOCKER_FACTS, [root]).sudo())
+        .await?
+        .stdout_text();
+    let files =
+        docker_files(&facts, spec, access, root).map_err(|stderr| RemoteError::CommandFailed {
+            host: host.to_string(),
+            command: "docker-facts.sh (merging the registry mirror)".to_string(),
+            status: 1,
+            stderr,
+        })?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    let dirs: std::collections::BTreeSet<String> = files
+        .iter()
+        .filter_map(|(p, _, _)| p.rsplit_once('/').map(|(d, _)| d.to_string()))
+        .filter(|d| d.starts_with("/etc/"))
+        .collect();
+    remote
+        .check(
+            &RemoteCommand::script(RECORD_DIRS, [root.to_string()])
+                .args(dirs)
+                .sudo(),
+        )
+        .await?;
+    for (path, content, mode) in &files {
+        write_file(remote, path, content.expose().as_bytes(), mode).await?;
+    }
+    remote
+        .check(&RemoteCommand::script(DOCKER_RELOAD, Vec::<String>::new()).sudo())
+        .await
+        .map(drop)
 }
 
 fn socket(ip: IpAddr, port: u16) -> String {
