@@ -1234,6 +1234,35 @@ spec:
     }
 
     #[test]
+    fn registry_passwords_stay_out_of_the_state_and_half_given_credentials_are_refused() {
+        let text = "apiVersion: sealer.io/v2\nkind: Cluster\nspec:\n  ssh: {passwd: pw}\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n  registry:\n    localRegistry: {username: ops, password: loc4l-pw, ha: true}\n    externalRegistry: {domain: harbor.corp, port: 8443, username: u, password: ext3rnal-pw}\n";
+        let cf = Clusterfile::parse("Clusterfile", text).unwrap();
+        let spec = cf.resolve(&no_env).unwrap();
+        assert!(spec.registry.ha);
+        assert_eq!(spec.registry.address(), "harbor.corp:8443");
+        assert_eq!(
+            spec.registry.credentials.as_ref().map(|c| c.1.expose()),
+            Some("loc4l-pw")
+        );
+        let yaml = cf.to_yaml_without_secrets();
+        assert!(
+            !yaml.contains("loc4l-pw") && !yaml.contains("ext3rnal-pw"),
+            "{yaml}"
+        );
+        assert!(!format!("{cf:?}").contains("loc4l-pw"));
+        let half = text.replace("username: ops, password: loc4l-pw, ", "username: ops, ");
+        let err = Clusterfile::parse("Clusterfile", &half)
+            .unwrap()
+            .resolve(&no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.registry.localRegistry.username"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn reads_a_sealer_clusterfile_unchanged() {
         let cf = Clusterfile::parse("Clusterfile", SEALER).unwrap();
         assert_eq!(cf.configs.len(), 1);
