@@ -6,7 +6,8 @@
 # 1. the runtime's uninstall script, if the rootfs and its record are there;
 # 2. the registry (systemd unit or detached process);
 # 3. airlock's lines in /etc/hosts;
-# 4. the mirror files airlock wrote and the directories it created for them;
+# 4. the mirror files airlock wrote (hosts.toml, the registry's CA, Docker's daemon.json
+#    restored) and the directories it created for them;
 # 5. the data root.
 set -u
 root=$1
@@ -61,6 +62,15 @@ for f in /etc/containerd/certs.d/*/hosts.toml; do
     [ -f "$f" ] || continue
     if head -n 1 "$f" | grep -q 'written by airlock'; then rm -f "$f"; fi
 done
+# The registry's CA, under the name only airlock uses.
+rm -f /etc/containerd/certs.d/*/airlock-ca.crt /etc/docker/certs.d/*/airlock-ca.crt
+# Docker's daemon.json as it was before airlock merged its mirror in.
+kept="$root/cluster/docker"
+if [ -f "$kept/daemon.json.orig" ]; then
+    cat "$kept/daemon.json.orig" > /etc/docker/daemon.json
+elif [ -f "$kept/daemon.json.absent" ]; then
+    rm -f /etc/docker/daemon.json
+fi
 if [ -f "$root/cluster/created-dirs" ]; then
     # Deepest first.
     sort -r "$root/cluster/created-dirs" | while IFS= read -r d; do

@@ -42,6 +42,9 @@ pub enum AgentCommand {
         /// `HOST:PORT` of the registry.
         #[arg(long)]
         addr: String,
+        /// It speaks HTTPS (the certificate is not checked: this only waits for it).
+        #[arg(long)]
+        https: bool,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
@@ -112,8 +115,12 @@ pub async fn run(cmd: AgentCommand, settings: &Settings, printer: Printer) -> an
             let n = render(&rootfs, &input)?;
             printer.status(format!("rendered {n} files in {}", rootfs.display()));
         }
-        AgentCommand::WaitRegistry { addr, timeout } => {
-            wait_registry(&addr, Duration::from_secs(timeout)).await?;
+        AgentCommand::WaitRegistry {
+            addr,
+            https,
+            timeout,
+        } => {
+            wait_registry(&addr, https, Duration::from_secs(timeout)).await?;
             printer.status(format!("registry at {addr} is ready"));
         }
         AgentCommand::Lb(args) => super::agent_lb::run(*args, printer).await?,
@@ -338,12 +345,27 @@ fn render(rootfs: &Path, input: &RenderInput) -> anyhow::Result<usize> {
     Ok(written)
 }
 
-/// Poll `http://ADDR/v2/` until it answers 200 or 401.
-async fn wait_registry(addr: &str, timeout: Duration) -> anyhow::Result<()> {
+/// Poll `http(s)://ADDR/v2/` until it answers 200 or 401.
+async fn wait_registry(addr: &str, https: bool, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut last = String::from("no answer yet");
+    // Only readiness is checked here: who may trust the certificate is the mirrors' job.
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(2))
+        .build()?;
     while start.elapsed() < timeout {
-        match probe(addr).await {
+        let answer = if https {
+            client
+                .get(format!("https://{addr}/v2/"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(anyhow::Error::from)
+        } else {
+            probe(addr).await
+        };
+        match answer {
             Ok(status) if status == 200 || status == 401 => return Ok(()),
             Ok(status) => last = format!("answered HTTP {status}"),
             Err(e) => last = e.to_string(),

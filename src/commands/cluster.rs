@@ -25,6 +25,7 @@ use super::bad_input;
 use super::run::{LineReporter, connect_all, log_file, preflight};
 use crate::image::BlobSource;
 use crate::install::journal::{self, Journal, Outcome};
+use crate::install::registry_node::{self, RegistryAccess};
 use crate::install::{Event, ImagePlan, Install, Reporter, write_file};
 use crate::printer::Printer;
 use crate::remote::{Remote, RemoteCommand, UploadSource};
@@ -249,6 +250,7 @@ pub(crate) async fn converge(
         .into_iter()
         .filter(|(ip, _)| listed.contains(ip))
         .collect();
+    let registry_access = registry_access(&spec, settings, &remotes).await?;
     let install = Install {
         spec,
         plan,
@@ -257,6 +259,7 @@ pub(crate) async fn converge(
         remotes,
         reporter,
         scale_up,
+        registry_access,
     };
     let result = install.run().await;
     printer.status(format!("log: {}", log_path.display()));
@@ -270,13 +273,46 @@ pub(crate) async fn converge(
     j.save(&dir, now())?;
     record_on_first_master(&install, cf, &j).await?;
     printer.result(format!(
-        "installed {} on {} hosts; registry at {}:{}",
+        "installed {} on {} hosts; registry at {}://{}",
         install.plan.name,
         install.spec.hosts.len(),
-        install.spec.registry.domain,
-        install.spec.registry.port
+        install.registry_access.scheme(),
+        install.spec.registry.address()
     ));
     Ok(())
+}
+
+/// The registry's CA, certificate and credentials, made once per cluster under its
+/// directory and reused; when this machine has none, those kept on the first master
+/// (another operator installed the cluster) are taken back first.
+pub(crate) async fn registry_access(
+    spec: &ClusterSpec,
+    settings: &Settings,
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+) -> anyhow::Result<RegistryAccess> {
+    let dir = journal::cluster_dir(&settings.root, &spec.name);
+    let first = spec.first_master().ip;
+    let needs_restore = spec.registry.external.is_none()
+        && !spec.registry.insecure
+        && !dir.join(registry_node::OPERATOR_DIR).is_dir();
+    if needs_restore && let Some(remote) = remotes.get(&first) {
+        let mut kept = Vec::new();
+        for name in registry_node::KEPT_FILES {
+            let path = format!("{}/cluster/registry/{name}", spec.data_root);
+            let cmd = RemoteCommand::new("cat").arg(path).sudo();
+            if let Ok(out) = remote.run(&cmd).await
+                && out.success()
+            {
+                kept.push((
+                    name.to_string(),
+                    crate::remote::Secret::new(out.stdout_text()),
+                ));
+            }
+        }
+        RegistryAccess::restore(&dir, &kept)
+            .with_context(|| format!("taking back the registry's CA from {first}"))?;
+    }
+    RegistryAccess::prepare(spec, &dir, std::time::SystemTime::now()).map_err(bad_input)
 }
 
 /// A host the journal has but the Clusterfile no longer lists: reached with the

@@ -66,6 +66,11 @@ pub async fn run(args: ResetArgs, settings: &Settings, printer: Printer) -> anyh
         if dir.join(journal::CLUSTERFILE).exists() {
             fs_err::remove_file(dir.join(journal::CLUSTERFILE))?;
         }
+        // The registry's CA and credentials go with the cluster.
+        let registry = dir.join(crate::install::registry_node::OPERATOR_DIR);
+        if registry.is_dir() {
+            fs_err::remove_dir_all(registry)?;
+        }
     }
     printer.result(format!("reset {} hosts", spec.hosts.len()));
     Ok(())

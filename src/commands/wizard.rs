@@ -118,7 +118,13 @@ impl WizardEngine for BundleEngine {
         if let Err(e) = super::run::preflight(spec, &remotes).await {
             return failed(format!("{e:#}"));
         }
+        let registry_access =
+            match super::cluster::registry_access(spec, &self.settings, &remotes).await {
+                Ok(a) => a,
+                Err(e) => return failed(format!("{e:#}")),
+            };
         let install = Install {
+            registry_access,
             scale_up: std::collections::BTreeSet::new(),
             spec: spec.clone(),
             plan: self.plan.clone(),
@@ -130,7 +136,12 @@ impl WizardEngine for BundleEngine {
         match install.run().await {
             Ok(()) => InstallResult::Done {
                 endpoints: vec![format!(
-                    "registry: http://{}:{} (as {} on the hosts)",
+                    "registry: {}://{}:{} (as {} on the hosts)",
+                    if spec.registry.insecure {
+                        "http"
+                    } else {
+                        "https"
+                    },
                     spec.first_master().ip,
                     spec.registry.port,
                     spec.registry.domain

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::event::{Event, Reporter, StepState};
-use super::files;
+use super::registry_node::{self, RegistryAccess};
 use super::render::RenderInput;
 use super::runtime::{
     GenericRuntime, ImageFiles, MEMBERSHIP_VARS, Runtime, RuntimeAction, script_env,
@@ -328,6 +328,8 @@ pub struct Install {
     pub reporter: Arc<dyn Reporter>,
     /// Hosts being added to a running cluster: the scale-up plugins run on them.
     pub scale_up: BTreeSet<IpAddr>,
+    /// How the registry serves and the nodes reach it (TLS, CA, credentials).
+    pub registry_access: RegistryAccess,
 }
 
 struct HostCtx<'a> {
@@ -342,11 +344,9 @@ impl Install {
     }
 
     fn is_registry_host(&self, host: &Host) -> bool {
-        if self.spec.registry.ha {
-            host.is_master()
-        } else {
-            host.ip == self.spec.first_master().ip
-        }
+        registry_node::registry_hosts(&self.spec)
+            .iter()
+            .any(|h| h.ip == host.ip)
     }
 
     fn report(&self, host: IpAddr, step: StepId, state: StepState) {
@@ -392,7 +392,8 @@ impl Install {
         self.fan_out(&hosts).await;
         let per_host = hosts.iter().map(|h| self.prepare_host(h));
         first_error(join_all(per_host).await)?;
-        // Phase 2: registries, then mirrors everywhere.
+        // Phase 2: registries (or the push to an external one), then mirrors everywhere.
+        self.push_external().await?;
         let registries = hosts
             .iter()
             .filter(|h| self.is_registry_host(h.host))
@@ -834,46 +835,94 @@ impl Install {
         let root = self.data_root();
         let port = self.spec.registry.port.to_string();
         let top = self.plan.top.digest.to_string();
-        self.step(
-            h,
-            StepId::Registry,
-            fingerprint(&[root, &port, &top]),
-            || async {
-                h.remote
-                    .check(&RemoteCommand::script(REGISTRY, [root, port.as_str()]).sudo())
-                    .await
-                    .map(drop)
-            },
-        )
+        let access = &self.registry_access;
+        let (files, flags) = access.server_files(root);
+        // The operator's CA, key and credentials stay on the first master too.
+        let kept = if h.host.ip == self.spec.first_master().ip {
+            access.kept_files(root).map_err(|e| InstallError::Step {
+                host: h.host.ip,
+                step: StepId::Registry,
+                reason: e.to_string(),
+            })?
+        } else {
+            Vec::new()
+        };
+        let mut parts: Vec<&str> = vec![root, &port, &top];
+        parts.extend(flags.iter().map(String::as_str));
+        parts.extend(files.iter().map(|(_, c, _)| c.expose()));
+        parts.extend(kept.iter().flat_map(|(p, c)| [p.as_str(), c.expose()]));
+        self.step(h, StepId::Registry, fingerprint(&parts), || async {
+            for (path, content, mode) in &files {
+                write_file(h.remote.as_ref(), path, content.expose().as_bytes(), mode).await?;
+            }
+            for (path, content) in &kept {
+                write_file(h.remote.as_ref(), path, content.expose().as_bytes(), "600").await?;
+            }
+            let scheme = access.scheme();
+            h.remote
+                .check(
+                    &RemoteCommand::script(REGISTRY, [root, port.as_str(), scheme])
+                        .args(flags.iter().cloned())
+                        .sudo(),
+                )
+                .await
+                .map(drop)
+        })
         .await
+    }
+
+    /// External registry mode: push the image set there from the operator (what the
+    /// registry already has is not sent again).
+    async fn push_external(&self) -> Result<(), InstallError> {
+        let Some(ext) = &self.spec.registry.external else {
+            return Ok(());
+        };
+        let first = self.spec.first_master().ip;
+        let log = |line: String| {
+            self.reporter.event(Event::Log { host: first, line });
+        };
+        super::external::push_image_set(self.source.as_ref(), &self.plan.top, ext, &log)
+            .await
+            .map(drop)
+            .map_err(|e| InstallError::Step {
+                host: first,
+                step: StepId::Registry,
+                reason: format!(
+                    "{e}\n  check spec.registry.externalRegistry (domain, credentials, caFile)"
+                ),
+            })
     }
 
     async fn mirrors(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
         let reg = &self.spec.registry;
-        let registry_ip = self.spec.first_master().ip.to_string();
-        let mirror = format!("http://{}:{}", reg.domain, reg.port);
-        let files: Vec<(String, String)> =
-            files::mirror_domains(&self.plan.images, &reg.domain, reg.port)
-                .into_iter()
-                .map(|domain| {
-                    (
-                        format!("/etc/containerd/certs.d/{domain}/hosts.toml"),
-                        files::hosts_toml(&domain, &mirror),
-                    )
-                })
-                .collect();
-        let mut parts: Vec<&str> = vec![&registry_ip, &reg.domain];
-        parts.extend(files.iter().flat_map(|(p, c)| [p.as_str(), c.as_str()]));
-        self.step(h, StepId::Mirrors, fingerprint(&parts), || async {
-            h.remote
-                .check(
-                    &RemoteCommand::script(ETC_HOSTS, [registry_ip.as_str(), reg.domain.as_str()])
-                        .sudo(),
-                )
-                .await?;
-            let dirs = files
+        let mirror = registry_node::mirror_files(
+            &self.spec,
+            &self.registry_access,
+            &self.plan.images,
+            h.host,
+        );
+        let hosts_ip = mirror.etc_hosts.map(|ip| ip.to_string());
+        let mut parts: Vec<&str> = vec![hosts_ip.as_deref().unwrap_or("-"), &reg.domain];
+        parts.extend(
+            mirror
+                .files
                 .iter()
-                .filter_map(|(p, _)| p.rsplit_once('/').map(|(d, _)| d.to_string()));
+                .flat_map(|(p, c, m)| [p.as_str(), c.expose(), m]),
+        );
+        self.step(h, StepId::Mirrors, fingerprint(&parts), || async {
+            if let Some(ip) = &hosts_ip {
+                h.remote
+                    .check(
+                        &RemoteCommand::script(ETC_HOSTS, [ip.as_str(), reg.domain.as_str()])
+                            .sudo(),
+                    )
+                    .await?;
+            }
+            let dirs: BTreeSet<String> = mirror
+                .files
+                .iter()
+                .filter_map(|(p, _, _)| p.rsplit_once('/').map(|(d, _)| d.to_string()))
+                .collect();
             h.remote
                 .check(
                     &RemoteCommand::script(RECORD_DIRS, [self.data_root().to_string()])
@@ -881,10 +930,16 @@ impl Install {
                         .sudo(),
                 )
                 .await?;
-            for (path, content) in &files {
-                write_file(h.remote.as_ref(), path, content.as_bytes(), "644").await?;
+            for (path, content, mode) in &mirror.files {
+                write_file(h.remote.as_ref(), path, content.expose().as_bytes(), mode).await?;
             }
-            Ok(())
+            registry_node::docker_mirror(
+                h.remote.as_ref(),
+                &self.spec,
+                &self.registry_access,
+                &h.host.ip.to_string(),
+            )
+            .await
         })
         .await
     }

@@ -138,6 +138,7 @@ fn setup(configure: impl Fn(IpAddr, &FakeRemote)) -> Fixture {
         remotes,
         reporter: Arc::new(move |e: Event| sink.lock().unwrap().push(e)),
         scale_up: BTreeSet::new(),
+        registry_access: RegistryAccess::default(),
     };
     Fixture {
         _dir: dir,
@@ -423,5 +424,153 @@ async fn failure_names_host_and_step_and_stops_before_launch() {
     assert!(
         failed.contains("blobs ") && !failed.contains("unpack "),
         "{failed}"
+    );
+}
+
+/// The fixture with the cluster of `clusterfile` (its hosts must be among the
+/// default fixture's).
+fn setup_with(clusterfile: &str) -> Fixture {
+    let mut f = setup(|_, _| {});
+    f.install.spec = Clusterfile::parse("Clusterfile", clusterfile)
+        .unwrap()
+        .resolve(&|_| None)
+        .unwrap();
+    f
+}
+
+/// The files a fake host was sent through `write-file.sh`: path, mode, content.
+fn written_files(fake: &FakeRemote) -> Vec<(String, String, String)> {
+    fake.calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            FakeCall::Run(cmd) if cmd.argv.len() > 5 && cmd.argv[2] == WRITE_FILE => Some((
+                cmd.argv[4].clone(),
+                cmd.argv[5].clone(),
+                String::from_utf8(cmd.stdin.clone().unwrap_or_default()).unwrap(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn tls_and_auth_reach_the_registry_host_and_every_mirror_through_stdin_only() {
+    let mut f = setup(|_, _| {});
+    let state = tempfile::tempdir().unwrap();
+    let access =
+        RegistryAccess::prepare(&f.install.spec, state.path(), std::time::SystemTime::now())
+            .unwrap();
+    let (user, password) = access.credentials.clone().unwrap();
+    f.install.registry_access = access;
+    f.install.run().await.unwrap();
+    let master = &f.fakes[&ip("198.18.0.2")];
+    let node = &f.fakes[&ip("198.18.0.3")];
+    // The registry host gets its key and htpasswd 0600, and serves with them.
+    let files = written_files(master);
+    let mode_of = |files: &[(String, String, String)], path: &str| {
+        files
+            .iter()
+            .find(|(p, _, _)| p == path)
+            .map(|(_, m, _)| m.clone())
+    };
+    assert_eq!(
+        mode_of(&files, "/var/lib/airlock/registry/server-key.pem").as_deref(),
+        Some("600")
+    );
+    assert_eq!(
+        mode_of(&files, "/var/lib/airlock/registry/htpasswd").as_deref(),
+        Some("600")
+    );
+    assert_eq!(
+        mode_of(&files, "/var/lib/airlock/cluster/registry/ca-key.pem").as_deref(),
+        Some("600")
+    );
+    let serve = master
+        .commands()
+        .into_iter()
+        .find(|a| a.len() > 2 && a[2] == REGISTRY)
+        .unwrap();
+    assert!(serve.contains(&"https".to_string()), "{serve:?}");
+    assert!(serve.contains(&"--htpasswd".to_string()), "{serve:?}");
+    assert!(serve.contains(&"--tls-key".to_string()), "{serve:?}");
+    // Workers: CA and hosts.toml with the header; the password is in no argv anywhere.
+    let files = written_files(node);
+    let toml = files
+        .iter()
+        .find(|(p, _, _)| p == "/etc/containerd/certs.d/docker.io/hosts.toml")
+        .unwrap();
+    assert_eq!(toml.1, "600");
+    assert!(
+        toml.2.contains("[host.\"https://sea.hub:5000\"]"),
+        "{}",
+        toml.2
+    );
+    assert!(
+        toml.2
+            .contains("ca = \"/etc/containerd/certs.d/docker.io/airlock-ca.crt\""),
+        "{}",
+        toml.2
+    );
+    assert!(toml.2.contains("Authorization = [\"Basic "), "{}", toml.2);
+    assert!(files.iter().any(
+        |(p, _, c)| p == "/etc/containerd/certs.d/docker.io/airlock-ca.crt"
+            && c.contains("BEGIN CERTIFICATE")
+    ));
+    assert!(user == "airlock");
+    for fake in f.fakes.values() {
+        for argv in fake.commands() {
+            assert!(
+                !argv.iter().any(|a| a.contains(password.expose())),
+                "password in argv {argv:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn external_registry_mode_runs_no_registry_and_sends_no_image_blobs() {
+    const EXTERNAL: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {name: t}\nspec:\n  ssh: {passwd: pw}\n  registry:\n    externalRegistry: {domain: 127.0.0.1, port: 1, username: u, password: p}\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n";
+    let f = setup_with(EXTERNAL);
+    let err = f.install.run().await.unwrap_err().to_string();
+    // Nothing listens on port 1: the push fails and says where to look.
+    assert!(err.contains("externalRegistry"), "{err}");
+    let master = &f.fakes[&ip("198.18.0.2")];
+    assert!(!ran_script(master, REGISTRY));
+    let rootfs_blobs = f.install.plan.rootfs_blobs.len();
+    assert_eq!(master.uploads().len(), 1 + rootfs_blobs);
+}
+
+#[tokio::test]
+async fn ha_runs_a_registry_on_every_master_each_with_the_image_blobs() {
+    const HA: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {name: t}\nspec:\n  ssh: {passwd: pw}\n  registry:\n    localRegistry: {ha: true}\n  hosts:\n  - ips: [198.18.0.2, 198.18.0.3]\n    roles: [master]\n  - ips: [198.18.0.4]\n    roles: [node]\n";
+    let f = setup_with(HA);
+    f.install.run().await.unwrap();
+    let all = 1 + f.install.plan.rootfs_blobs.len() + f.install.plan.image_blobs.len();
+    for master in ["198.18.0.2", "198.18.0.3"] {
+        let fake = &f.fakes[&ip(master)];
+        assert!(ran_script(fake, REGISTRY), "{master}");
+        assert_eq!(fake.uploads().len(), all, "{master}");
+        // Each master names itself for the registry domain.
+        let hosts = fake
+            .commands()
+            .into_iter()
+            .find(|a| a.len() > 3 && a[2] == ETC_HOSTS)
+            .unwrap();
+        assert_eq!(hosts[4], master);
+    }
+    let worker = &f.fakes[&ip("198.18.0.4")];
+    assert!(!ran_script(worker, REGISTRY));
+    assert_eq!(
+        worker.uploads().len(),
+        1 + f.install.plan.rootfs_blobs.len()
+    );
+    let toml = written_files(worker)
+        .into_iter()
+        .find(|(p, _, _)| p.ends_with("docker.io/hosts.toml"))
+        .unwrap()
+        .2;
+    assert!(
+        toml.find("http://sea.hub:5000").unwrap() < toml.find("http://198.18.0.3:5000").unwrap(),
+        "{toml}"
     );
 }

@@ -7,9 +7,12 @@
 //!    images to registry hosts), verified by SHA-256 on arrival, resumable.
 //! 4. **Unpack** the rootfs on each host (`airlock agent unpack`).
 //! 5. **Registry**: start airlock's registry on the registry hosts over the blobs
-//!    already there (a systemd unit where systemd runs, a detached process otherwise).
+//!    already there (a systemd unit where systemd runs, a detached process otherwise),
+//!    with TLS and basic auth by default ([`registry_node`]); with an external registry,
+//!    push the image set there instead ([`external`]).
 //! 6. **Mirrors**: on every host, `/etc/hosts` names the registry and containerd's
-//!    `hosts.toml` sends every registry domain of the image to it: nothing renamed.
+//!    `hosts.toml` sends every registry domain of the image to it, with its CA and
+//!    credentials: nothing renamed.
 //! 7. **Launch**: run the image's `CMDS` on the first master, in the rootfs.
 //!
 //! Every step of every host leaves a marker on the host holding a fingerprint of its
@@ -19,12 +22,13 @@
 pub mod connect;
 mod engine;
 mod event;
-mod files;
+pub mod external;
 pub mod journal;
+pub mod registry_node;
 pub mod render;
 pub mod runtime;
 
 pub(crate) use engine::write_file;
 pub use engine::{ImagePlan, Install, InstallError, Phase, StepId};
 pub use event::{Event, Reporter, StepState};
-pub use files::{hosts_toml, mirror_domains};
+pub use registry_node::{RegistryAccess, hosts_toml, mirror_domains};

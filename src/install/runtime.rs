@@ -276,7 +276,7 @@ pub fn script_env(
         ("AIRLOCK_NODES", ips(false)),
         ("AIRLOCK_HOST_IP", host.ip.to_string()),
         ("AIRLOCK_FIRST_MASTER", spec.first_master().ip.to_string()),
-        ("AIRLOCK_REGISTRY", format!("{}:{}", reg.domain, reg.port)),
+        ("AIRLOCK_REGISTRY", reg.address()),
         ("AIRLOCK_DATA_ROOT", root.clone()),
         ("AIRLOCK_ROOTFS", format!("{root}/rootfs")),
     ];

@@ -39,9 +39,9 @@ use tokio::sync::mpsc;
 use super::auth::{Challenge, ConfigError, Credentials, DockerConfig};
 use super::server::manifest_media_type;
 use crate::digest::Digest;
-use crate::image::ImageFetcher;
 use crate::image::oci::{self, Descriptor, Platform};
 use crate::image::store::{Store, StoreError};
+use crate::image::{BlobSource, ImageFetcher};
 use crate::spec::reference::{DEFAULT_DOMAIN, Reference};
 
 /// Largest manifest the client reads.
@@ -894,8 +894,31 @@ impl RegistryClient {
         descriptor: &Descriptor,
         reference: &Reference,
     ) -> Result<PushSummary, ClientError> {
-        let target = self.target(reference).await;
         let tree = store.walk(descriptor)?;
+        self.push_tree(store, tree, descriptor, reference).await
+    }
+
+    /// Push the image `descriptor` of any blob source (a store, a bundle) to
+    /// `reference`: its whole tree, but for platforms the source does not hold (an
+    /// index whose other platforms were not fetched is pushed as it is).
+    pub async fn push_from(
+        &self,
+        source: &dyn BlobSource,
+        descriptor: &Descriptor,
+        reference: &Reference,
+    ) -> Result<PushSummary, ClientError> {
+        let tree = walk_source(source, descriptor)?;
+        self.push_tree(source, tree, descriptor, reference).await
+    }
+
+    async fn push_tree(
+        &self,
+        store: &dyn BlobSource,
+        tree: Vec<Descriptor>,
+        descriptor: &Descriptor,
+        reference: &Reference,
+    ) -> Result<PushSummary, ClientError> {
+        let target = self.target(reference).await;
         let (manifests, blobs): (Vec<Descriptor>, Vec<Descriptor>) = tree
             .into_iter()
             .partition(|d| oci::is_index(&d.media_type) || oci::is_manifest(&d.media_type));
@@ -930,7 +953,8 @@ impl RegistryClient {
                 summary.skipped += 1;
                 continue;
             }
-            let bytes = store.read_blob(&manifest.digest)?;
+            let bytes = crate::image::read_blob(store, &manifest.digest)
+                .map_err(|e| ClientError::Store(e.into()))?;
             let media_type =
                 manifest_media_type(&bytes).unwrap_or_else(|| manifest.media_type.clone());
             let body = Bytes::from(bytes);
@@ -959,7 +983,7 @@ impl RegistryClient {
     /// Upload one blob unless the far side has it; returns whether bytes were sent.
     async fn push_blob(
         &self,
-        store: &Store,
+        store: &dyn BlobSource,
         target: &Target,
         blob: &Descriptor,
     ) -> Result<bool, ClientError> {
@@ -1017,15 +1041,25 @@ impl RegistryClient {
         put_url.push_str(if put_url.contains('?') { "&" } else { "?" });
         put_url.push_str(&format!("digest={}", blob.digest));
         self.reporter.blob_started(&blob.digest, blob.size);
-        let path = store.blob_path(&blob.digest);
-        let file = tokio::fs::File::open(&path)
+        let location = store
+            .locate(&blob.digest)
+            .and_then(|l| {
+                l.ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("blob {} is missing", blob.digest),
+                    )
+                })
+            })
+            .map_err(|e| ClientError::Store(e.into()))?;
+        let mut file = tokio::fs::File::open(&location.path)
             .await
             .map_err(|e| ClientError::Store(e.into()))?;
-        let size = file
-            .metadata()
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(location.offset))
             .await
-            .map_err(|e| ClientError::Store(e.into()))?
-            .len();
+            .map_err(|e| ClientError::Store(e.into()))?;
+        let size = location.size;
+        let file = tokio::io::AsyncReadExt::take(file, size);
         let reporter = self.reporter.clone();
         let digest = blob.digest.clone();
         let stream =
@@ -1136,6 +1170,44 @@ impl ImageFetcher for RegistryClient {
     ) -> anyhow::Result<Descriptor> {
         Ok(self.pull(store, reference, platforms).await?)
     }
+}
+
+/// Every blob reachable from `descriptor` in `source` (itself included), depth first;
+/// children of an index that the source lacks (platforms not fetched) are left out.
+fn walk_source(
+    source: &dyn BlobSource,
+    descriptor: &Descriptor,
+) -> Result<Vec<Descriptor>, ClientError> {
+    let store_error = |e: std::io::Error| ClientError::Store(e.into());
+    let mut out = Vec::new();
+    let mut stack = vec![(descriptor.clone(), false)];
+    let mut seen = std::collections::HashSet::new();
+    while let Some((d, optional)) = stack.pop() {
+        if !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        if optional && source.locate(&d.digest).map_err(store_error)?.is_none() {
+            continue;
+        }
+        if oci::is_index(&d.media_type) || oci::is_manifest(&d.media_type) {
+            let bytes = crate::image::read_blob(source, &d.digest).map_err(store_error)?;
+            let parsed: oci::AnyManifest = serde_json::from_slice(&bytes).map_err(|e| {
+                ClientError::Store(
+                    std::io::Error::other(format!("manifest {}: {e}", d.digest)).into(),
+                )
+            })?;
+            let is_index = oci::is_index(&d.media_type);
+            stack.extend(
+                parsed
+                    .children()
+                    .into_iter()
+                    .rev()
+                    .map(|c| (c.clone(), is_index)),
+            );
+        }
+        out.push(d);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

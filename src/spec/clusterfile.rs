@@ -195,8 +195,8 @@ pub struct RegistryFields {
     pub external_registry: Option<ExternalRegistryFields>,
 }
 
-/// `spec.registry.localRegistry`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `spec.registry.localRegistry` (sealer's v2 schema, plus airlock's file fields).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalRegistryFields {
     /// Domain put in `/etc/hosts` (default `sea.hub`).
@@ -205,24 +205,111 @@ pub struct LocalRegistryFields {
     /// Port (default 5000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<Port>,
+    /// User of the registry's basic auth (default: a random one, kept per cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Its password (sealer's field; default: a random one, kept per cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// airlock: read the password from this environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
     /// Run on every master instead of the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<bool>,
-    /// Plain HTTP instead of TLS.
+    /// Plain HTTP without auth instead of TLS and basic auth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
+    /// The server certificate: extra names (sealer), or a certificate of your own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<RegistryCertFields>,
 }
 
-/// `spec.registry.externalRegistry`.
+impl std::fmt::Debug for LocalRegistryFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRegistryFields")
+            .field("domain", &self.domain)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_env", &self.password_env)
+            .field("ha", &self.ha)
+            .field("insecure", &self.insecure)
+            .field("cert", &self.cert)
+            .finish()
+    }
+}
+
+/// `spec.registry.localRegistry.cert`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+pub struct RegistryCertFields {
+    /// sealer: names added to the generated certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_alt_name: Option<SubjectAltNameFields>,
+    /// airlock: a PEM certificate chain of your own for the registry (with `keyFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// airlock: the private key of `certFile` (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// airlock: the CA that signed `certFile`, for the nodes to trust (default: the
+    /// first certificate of `certFile`, right for a self-signed one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `spec.registry.localRegistry.cert.subjectAltName` (sealer).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectAltNameFields {
+    /// DNS names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+    /// IP addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+}
+
+/// `spec.registry.externalRegistry` (sealer's v2 schema, plus airlock's fields).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ExternalRegistryFields {
-    /// Domain (and port) of the registry.
+    /// Domain (`harbor.example.com`, or `HOST:PORT`).
     #[serde(default)]
     pub domain: String,
     /// Port, if not in the domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<Port>,
+    /// User to push and pull with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Its password (sealer's field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// airlock: read the password from this environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// airlock: the CA of the registry's certificate (PEM), when not publicly trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// airlock: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+}
+
+impl std::fmt::Debug for ExternalRegistryFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalRegistryFields")
+            .field("domain", &self.domain)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_env", &self.password_env)
+            .field("ca_file", &self.ca_file)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
 }
 
 /// `spec` of the `Cluster` document.
@@ -567,18 +654,11 @@ impl Clusterfile {
                 "no host has the role master; give one host roles: [master]".to_string(),
             ));
         }
-        let local = spec
-            .registry
-            .as_ref()
-            .and_then(|r| r.local_registry.clone())
-            .unwrap_or_default();
-        let registry = RegistryConfig {
-            domain: local
-                .domain
-                .unwrap_or_else(|| DEFAULT_REGISTRY_DOMAIN.to_string()),
-            port: local.port.map_or(DEFAULT_REGISTRY_PORT, |p| p.0),
-            ha: local.ha.unwrap_or(false),
-        };
+        let registry = resolve_registry(
+            spec.registry.as_ref().cloned().unwrap_or_default(),
+            lookup_env,
+        )
+        .map_err(|(f, m)| err(format!("spec.registry.{f}"), m))?;
         let data_root = spec
             .data_root
             .clone()
@@ -617,6 +697,14 @@ impl Clusterfile {
         };
         let mut cluster = self.cluster.clone();
         strip(&mut cluster.spec.ssh);
+        if let Some(r) = cluster.spec.registry.as_mut() {
+            if let Some(l) = r.local_registry.as_mut() {
+                l.password = None;
+            }
+            if let Some(e) = r.external_registry.as_mut() {
+                e.password = None;
+            }
+        }
         for g in &mut cluster.spec.hosts {
             if let Some(s) = g.ssh.as_mut() {
                 strip(s);
@@ -881,6 +969,162 @@ pub struct RegistryConfig {
     pub port: u16,
     /// On every master instead of the first only.
     pub ha: bool,
+    /// Plain HTTP without auth (`insecure: true`).
+    pub insecure: bool,
+    /// Basic auth the Clusterfile gives (default: random, kept per cluster).
+    pub credentials: Option<(String, Secret)>,
+    /// Names added to the generated server certificate.
+    pub extra_names: Vec<String>,
+    /// A certificate of the user's own instead of a generated one.
+    pub supplied_cert: Option<SuppliedCert>,
+    /// A registry the customer runs: images are pushed there, none runs on the nodes.
+    pub external: Option<ExternalRegistry>,
+}
+
+/// `localRegistry.cert.certFile`/`keyFile`/`caFile`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuppliedCert {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// The CA the nodes trust (default: `cert`).
+    pub ca: Option<PathBuf>,
+}
+
+/// `registry.externalRegistry`, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalRegistry {
+    /// `HOST[:PORT]` as clients address it.
+    pub host: String,
+    /// User and password, if it needs them.
+    pub credentials: Option<(String, Secret)>,
+    /// Its CA (PEM file), when not publicly trusted.
+    pub ca_file: Option<PathBuf>,
+    /// Plain HTTP.
+    pub insecure: bool,
+}
+
+impl RegistryConfig {
+    /// `HOST:PORT` the nodes pull from: the external registry's, or `domain:port`.
+    pub fn address(&self) -> String {
+        match &self.external {
+            Some(e) => e.host.clone(),
+            None => format!("{}:{}", self.domain, self.port),
+        }
+    }
+}
+
+fn resolve_password(
+    password: Option<&String>,
+    password_env: Option<&String>,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, (String, String)> {
+    if let Some(p) = password {
+        return Ok(Some(Secret::new(p.clone())));
+    }
+    let Some(var) = password_env else {
+        return Ok(None);
+    };
+    lookup_env(var).map(Secret::new).map(Some).ok_or_else(|| {
+        (
+            "passwordEnv".to_string(),
+            format!("environment variable {var} is not set; export it"),
+        )
+    })
+}
+
+fn resolve_registry(
+    r: RegistryFields,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RegistryConfig, (String, String)> {
+    let local = r.local_registry.unwrap_or_default();
+    let at = |prefix: &str, (f, m): (String, String)| (format!("{prefix}.{f}"), m);
+    let password = resolve_password(
+        local.password.as_ref(),
+        local.password_env.as_ref(),
+        lookup_env,
+    )
+    .map_err(|e| at("localRegistry", e))?;
+    let credentials = match (local.username.clone(), password) {
+        (Some(u), Some(p)) if !u.is_empty() && !u.contains(':') => Some((u, p)),
+        (None, None) => None,
+        _ => {
+            return Err((
+                "localRegistry.username".to_string(),
+                "give both username (without `:`) and password (or passwordEnv), or neither for random ones".to_string(),
+            ));
+        }
+    };
+    let cert = local.cert.unwrap_or_default();
+    let extra_names = cert
+        .subject_alt_name
+        .map(|s| s.dns_names.into_iter().chain(s.ips).collect())
+        .unwrap_or_default();
+    let supplied_cert = match (cert.cert_file, cert.key_file) {
+        (Some(cert_path), Some(key)) => Some(SuppliedCert {
+            cert: cert_path,
+            key,
+            ca: cert.ca_file,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err((
+                "localRegistry.cert".to_string(),
+                "give both certFile and keyFile (PEM), or neither for a generated certificate"
+                    .to_string(),
+            ));
+        }
+    };
+    let external = match r.external_registry {
+        None => None,
+        Some(e) => {
+            let domain = e.domain.trim().to_string();
+            if domain.is_empty() || domain.contains('/') || domain.contains("://") {
+                return Err((
+                    "externalRegistry.domain".to_string(),
+                    format!(
+                        "{domain:?} is not a registry host; give HOST or HOST:PORT (no scheme, no path)"
+                    ),
+                ));
+            }
+            let host = match e.port {
+                Some(p) => format!("{domain}:{}", p.0),
+                None => domain,
+            };
+            let password =
+                resolve_password(e.password.as_ref(), e.password_env.as_ref(), lookup_env)
+                    .map_err(|x| at("externalRegistry", x))?;
+            let credentials = match (e.username, password) {
+                (Some(u), Some(p)) if !u.is_empty() => Some((u, p)),
+                (None, None) => None,
+                _ => {
+                    return Err((
+                        "externalRegistry.username".to_string(),
+                        "give both username and password (or passwordEnv), or neither".to_string(),
+                    ));
+                }
+            };
+            Some(ExternalRegistry {
+                host,
+                credentials,
+                ca_file: e.ca_file,
+                insecure: e.insecure.unwrap_or(false),
+            })
+        }
+    };
+    Ok(RegistryConfig {
+        domain: local
+            .domain
+            .unwrap_or_else(|| DEFAULT_REGISTRY_DOMAIN.to_string()),
+        port: local.port.map_or(DEFAULT_REGISTRY_PORT, |p| p.0),
+        ha: local.ha.unwrap_or(false),
+        insecure: local.insecure.unwrap_or(false),
+        credentials,
+        extra_names,
+        supplied_cert,
+        external,
+    })
 }
 
 /// A whole cluster, resolved and checked: what the install engine runs.
@@ -987,6 +1231,35 @@ spec:
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn registry_passwords_stay_out_of_the_state_and_half_given_credentials_are_refused() {
+        let text = "apiVersion: sealer.io/v2\nkind: Cluster\nspec:\n  ssh: {passwd: pw}\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n  registry:\n    localRegistry: {username: ops, password: loc4l-pw, ha: true}\n    externalRegistry: {domain: harbor.corp, port: 8443, username: u, password: ext3rnal-pw}\n";
+        let cf = Clusterfile::parse("Clusterfile", text).unwrap();
+        let spec = cf.resolve(&no_env).unwrap();
+        assert!(spec.registry.ha);
+        assert_eq!(spec.registry.address(), "harbor.corp:8443");
+        assert_eq!(
+            spec.registry.credentials.as_ref().map(|c| c.1.expose()),
+            Some("loc4l-pw")
+        );
+        let yaml = cf.to_yaml_without_secrets();
+        assert!(
+            !yaml.contains("loc4l-pw") && !yaml.contains("ext3rnal-pw"),
+            "{yaml}"
+        );
+        assert!(!format!("{cf:?}").contains("loc4l-pw"));
+        let half = text.replace("username: ops, password: loc4l-pw, ", "username: ops, ");
+        let err = Clusterfile::parse("Clusterfile", &half)
+            .unwrap()
+            .resolve(&no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.registry.localRegistry.username"),
+            "{err}"
+        );
     }
 
     #[test]

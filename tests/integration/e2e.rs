@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::{DockerRegistry, http_get, skopeo_copy};
+use crate::registry_node::anonymous_status;
+use crate::support::{DockerRegistry, skopeo_copy};
 use crate::testbed::{Testbed, TestbedOptions, skip_reason};
 
 const APP: &str = "docker.io/airlockdemo/hello:1.0";
@@ -157,22 +158,34 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
     assert!(first.contains("fan-out chain 0: operator -> "), "{first}");
     assert!(!first.contains("sending over SSH instead"), "{first}");
 
-    // The registry on the first master answers, with the app under its original name.
-    let master = format!("{}:5000", tb.hosts[0]);
-    let (status, _) = http_get(&master, "/v2/").expect("registry on the first master");
-    assert_eq!(status, 200);
-    let (status, _) =
-        http_get(&master, "/v2/airlockdemo/hello/manifests/1.0?ns=docker.io").unwrap();
-    assert_eq!(
-        status, 200,
-        "the app image is served under its docker.io name"
+    // The registry on the first master speaks TLS with the generated CA and wants
+    // credentials: curl without them gets 401.
+    let ca = "/etc/containerd/certs.d/docker.io/airlock-ca.crt";
+    let status = anonymous_status(
+        &tb,
+        3,
+        ca,
+        "https://sea.hub:5000/v2/airlockdemo/hello/manifests/1.0?ns=docker.io",
+    );
+    assert_eq!(status, "401");
+    let plain = tb.exec(3, &["curl", "-sS", "http://sea.hub:5000/v2/"]);
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("{}"),
+        "plain HTTP must not be served: {}",
+        text(&plain)
     );
 
     for host in 1..=3 {
         let sh = |script: &str| tb.exec(host, &["sh", "-c", script]);
-        let toml = sh("cat /etc/containerd/certs.d/docker.io/hosts.toml");
+        let toml = sh(
+            "stat -c %a /etc/containerd/certs.d/docker.io/hosts.toml && cat /etc/containerd/certs.d/docker.io/hosts.toml",
+        );
+        let toml_text = String::from_utf8_lossy(&toml.stdout);
         assert!(
-            String::from_utf8_lossy(&toml.stdout).contains("[host.\"http://sea.hub:5000\"]"),
+            toml_text.starts_with("600\n")
+                && toml_text.contains("[host.\"https://sea.hub:5000\"]")
+                && toml_text.contains(&format!("ca = \"{ca}\""))
+                && toml_text.contains("Authorization = [\"Basic "),
             "host {host}: {toml:?}"
         );
         let hosts = sh("grep ' sea.hub # airlock' /etc/hosts");
@@ -180,8 +193,9 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
             String::from_utf8_lossy(&hosts.stdout).starts_with(&tb.hosts[0].to_string()),
             "host {host}: {hosts:?}"
         );
-        // containerd on the host pulls the app by its docker.io name through the mirror
-        // (the testbed has no route to the internet).
+        // containerd on the host pulls the app by its docker.io name through the mirror,
+        // over TLS with the generated CA and basic auth (the testbed has no route to
+        // the internet).
         let pull = sh(&format!(
             "ctr --namespace airlock image pull --hosts-dir /etc/containerd/certs.d {APP} && ctr --namespace airlock images ls -q"
         ));
@@ -191,6 +205,26 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
             text(&pull)
         );
     }
+    // The registry's key and htpasswd are 0600 on the first master, and the operator's
+    // CA key and credentials are kept there too.
+    let modes = tb.exec(
+        1,
+        &[
+            "stat",
+            "-c",
+            "%a %n",
+            "/var/lib/airlock/registry/server-key.pem",
+            "/var/lib/airlock/registry/htpasswd",
+            "/var/lib/airlock/cluster/registry/ca-key.pem",
+            "/var/lib/airlock/cluster/registry/credentials",
+        ],
+    );
+    let modes = String::from_utf8_lossy(&modes.stdout);
+    assert_eq!(
+        modes.lines().filter(|l| l.starts_with("600 ")).count(),
+        4,
+        "{modes}"
+    );
     // The launch command ran the app in a container on the first master.
     let launched = tb.exec(1, &["cat", "/var/lib/airlock/hello.out"]);
     let said = String::from_utf8_lossy(&launched.stdout);

@@ -311,6 +311,21 @@ fn etcd_cluster_lifecycle_on_systemd_testbed_hosts() {
         "{}",
         text(&units)
     );
+    // The registry unit serves TLS with basic auth: a worker without credentials
+    // gets 401 over TLS checked against the generated CA.
+    let unit = tb.exec(1, &["systemctl", "cat", "airlock-registry"]);
+    let unit_text = String::from_utf8_lossy(&unit.stdout);
+    assert!(
+        unit_text.contains("--tls-cert") && unit_text.contains("--htpasswd"),
+        "{unit_text}"
+    );
+    let status = crate::registry_node::anonymous_status(
+        &tb,
+        3,
+        "/etc/containerd/certs.d/docker.io/airlock-ca.crt",
+        "https://sea.hub:5000/v2/",
+    );
+    assert_eq!(status, "401");
     // The template was rendered per host.
     let env = tb.exec(2, &["cat", "/var/lib/airlock/rootfs/etc/etcd.env"]);
     assert!(

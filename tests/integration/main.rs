@@ -15,6 +15,8 @@ mod lifecycle;
 #[cfg(test)]
 mod registry;
 #[cfg(test)]
+mod registry_node;
+#[cfg(test)]
 mod remote;
 #[cfg(test)]
 mod sshd;

@@ -466,7 +466,7 @@ fn install_from_preflight(tmux: &Tmux, tb: &crate::testbed::Testbed) {
     tmux.wait_for("Saved:");
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_within("The cluster is installed.", Duration::from_secs(600));
-    let registry = format!("registry: http://{}:5000", tb.hosts[0]);
+    let registry = format!("registry: https://{}:5000", tb.hosts[0]);
     assert!(screen.contains(&registry), "{screen}");
 }
 
