@@ -40,10 +40,18 @@ pub struct Settings {
     pub env: Env,
 }
 
-/// The environment as read once at start-up.
-#[derive(Clone, Debug, Default)]
+/// The environment as read once at start-up: airlock's own variables plus any a
+/// Clusterfile names (`passwdEnv`, `passwordEnv`), so every variable is kept. Its
+/// `Debug` shows names only: values may be passwords.
+#[derive(Clone, Default)]
 pub struct Env {
     vars: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.vars.keys()).finish()
+    }
 }
 
 impl Env {
@@ -53,17 +61,9 @@ impl Env {
         reason = "the one place that reads the environment"
     )]
     pub fn from_process() -> Self {
-        let names = [
-            env_vars::AIRLOCK_ROOT,
-            env_vars::NO_COLOR,
-            env_vars::HOME,
-            env_vars::XDG_DATA_HOME,
-            env_vars::AIRLOCK_LOG,
-        ];
         Self {
-            vars: names
-                .iter()
-                .filter_map(|n| std::env::var(n).ok().map(|v| ((*n).to_string(), v)))
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect(),
         }
     }
@@ -126,5 +126,14 @@ mod tests {
         assert!(s.color);
         let s = Settings::resolve(None, 0, &Env::from_pairs([("NO_COLOR", "1")]));
         assert!(!s.color);
+    }
+
+    #[test]
+    fn debug_shows_names_never_values() {
+        let env = Env::from_pairs([("ROOT_PASSWORD", "hunter2")]);
+        let shown = format!("{env:?}");
+        assert!(shown.contains("ROOT_PASSWORD"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(env.get("ROOT_PASSWORD"), Some("hunter2"));
     }
 }

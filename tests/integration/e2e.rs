@@ -122,13 +122,21 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
     .expect("testbed up");
     let operator = work.path().join("operator");
 
-    // Bad credentials first: refused before any host changes, naming the host.
+    // Bad credentials first, from the variable `passwdEnv` names: refused before any
+    // host changes, naming the host.
     let wrong = clusterfile(
         work.path(),
         &tb,
-        "    user: root\n    passwd: not-the-password\n",
+        "    user: root\n    passwdEnv: AIRLOCK_E2E_ROOT_PASSWORD\n",
     );
-    let out = install(&bundle, &wrong, &operator);
+    let out = Command::new(&bundle)
+        .args(["install", "-f"])
+        .arg(&wrong)
+        .arg("--yes")
+        .env("AIRLOCK_ROOT", &operator)
+        .env("AIRLOCK_E2E_ROOT_PASSWORD", "not-the-password")
+        .output()
+        .unwrap();
     let msg = text(&out);
     assert!(!out.status.success(), "a wrong password must fail:\n{msg}");
     assert!(
