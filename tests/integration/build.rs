@@ -181,6 +181,17 @@ fn build_is_reproducible_and_images_round_trip_through_skopeo() {
     assert!(!String::from_utf8_lossy(&fresh.stderr).contains("cached"));
     assert_eq!(digest_of(&ok(fresh)), d1);
 
+    // A file changed in place (same size): its step is written again, the image
+    // differs; put back (new mtime, old content): the digest is d1 again.
+    let tool = ctx1.path().join("bin/tool");
+    let original = std::fs::read(&tool).unwrap();
+    std::fs::write(&tool, "#!/bin/sh\necho TOOL\n").unwrap();
+    let changed = build(root1.path(), ctx1.path(), &[]);
+    let changed_stderr = String::from_utf8_lossy(&changed.stderr).into_owned();
+    assert_ne!(digest_of(&ok(changed)), d1, "{changed_stderr}");
+    std::fs::write(&tool, &original).unwrap();
+    assert_eq!(digest_of(&ok(build(root1.path(), ctx1.path(), &[]))), d1);
+
     // The image reads back with the library API and unpacks.
     let store = Store::open(root1.path()).unwrap();
     let image = ClusterImage::load(&store, "docker.io/library/demo:v1").unwrap();
