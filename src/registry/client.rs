@@ -1018,34 +1018,24 @@ impl RegistryClient {
         put_url.push_str(&format!("digest={}", blob.digest));
         self.reporter.blob_started(&blob.digest, blob.size);
         let path = store.blob_path(&blob.digest);
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| ClientError::Store(e.into()))?;
-        let size = file
-            .metadata()
-            .await
+        let size = fs_err::metadata(&path)
             .map_err(|e| ClientError::Store(e.into()))?
             .len();
-        let reporter = self.reporter.clone();
-        let digest = blob.digest.clone();
-        let stream =
-            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
-                if let Ok(c) = &chunk {
-                    reporter.blob_progress(&digest, c.len() as u64);
-                }
-                chunk
-            });
-        let body = Mutex::new(Some(reqwest::Body::wrap_stream(stream)));
+        // The body is made again for each attempt (a `401` after the token expired
+        // mid-push is answered and the blob re-sent): the file is opened afresh.
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let body = || {
+            if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                self.reporter.blob_started(&blob.digest, size);
+            }
+            blob_body(&path, &blob.digest, &self.reporter)
+        };
         let response = self
             .send(target, "pull,push", false, &|c| {
-                let mut request = c
-                    .put(&put_url)
+                c.put(&put_url)
                     .header(header::CONTENT_TYPE, "application/octet-stream")
-                    .header(header::CONTENT_LENGTH, size);
-                if let Some(b) = body.lock().ok().and_then(|mut b| b.take()) {
-                    request = request.body(b);
-                }
-                request
+                    .header(header::CONTENT_LENGTH, size)
+                    .body(body())
             })
             .await?;
         if !response.status().is_success() {
@@ -1068,6 +1058,33 @@ impl RegistryClient {
                 target.repository.clone(),
             );
         }
+    }
+}
+
+/// A request body streaming the blob file at `path`, reporting progress; a file that
+/// cannot be opened gives a body that fails with why.
+fn blob_body(
+    path: &std::path::Path,
+    digest: &Digest,
+    reporter: &Arc<dyn TransferReporter>,
+) -> reqwest::Body {
+    match fs_err::File::open(path) {
+        Ok(file) => {
+            let reporter = reporter.clone();
+            let digest = digest.clone();
+            let file = tokio::fs::File::from_std(file.into_file());
+            let stream =
+                tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
+                    if let Ok(c) = &chunk {
+                        reporter.blob_progress(&digest, c.len() as u64);
+                    }
+                    chunk
+                });
+            reqwest::Body::wrap_stream(stream)
+        }
+        Err(e) => reqwest::Body::wrap_stream(futures_util::stream::once(async move {
+            Err::<bytes::Bytes, std::io::Error>(e)
+        })),
     }
 }
 
