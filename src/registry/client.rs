@@ -36,7 +36,7 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderValue};
 use tokio::sync::mpsc;
 
-use super::auth::{Challenge, ConfigError, Credentials, DockerConfig};
+use super::auth::{Challenge, ConfigError, Credentials, DockerConfig, HelperError};
 use super::server::manifest_media_type;
 use crate::digest::Digest;
 use crate::image::ImageFetcher;
@@ -125,6 +125,9 @@ pub enum ClientError {
         /// The registry's error message.
         message: String,
     },
+    /// A Docker credential helper named in `config.json` failed.
+    #[error(transparent)]
+    CredentialHelper(#[from] HelperError),
     /// Credentials are missing or refused.
     #[error("{host}: authentication failed ({reason}); run `airlock login {host}`")]
     Unauthorized {
@@ -393,11 +396,26 @@ impl RegistryClient {
         }
     }
 
-    fn credentials(&self, host: &str) -> Option<Credentials> {
-        self.overrides
-            .get(host)
-            .cloned()
-            .or_else(|| self.credentials.as_ref()?.credentials(host))
+    /// The credentials for `host`: `airlock login`'s, else `credHelpers`' helper,
+    /// else an `auths` entry, else the `credsStore` helper.
+    async fn credentials(&self, host: &str) -> Result<Option<Credentials>, ClientError> {
+        if let Some(c) = self.overrides.get(host) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(config) = &self.credentials else {
+            return Ok(None);
+        };
+        let helper = config.helper(host);
+        if let Some(h) = helper.as_ref().filter(|h| h.field == "credHelpers") {
+            return Ok(super::auth::helper_credentials(h).await?);
+        }
+        if let Some(c) = config.credentials(host) {
+            return Ok(Some(c));
+        }
+        match &helper {
+            Some(h) => Ok(super::auth::helper_credentials(h).await?),
+            None => Ok(None),
+        }
     }
 
     /// `scheme://host`: HTTPS, or for hosts allowed plain HTTP whatever answers
@@ -545,7 +563,7 @@ impl RegistryClient {
         actions: &str,
         challenge: &Challenge,
     ) -> Result<HeaderValue, ClientError> {
-        let credentials = self.credentials(&target.host);
+        let credentials = self.credentials(&target.host).await?;
         let value = match challenge {
             Challenge::Basic => credentials
                 .ok_or_else(|| ClientError::Unauthorized {

@@ -19,6 +19,7 @@ use airlock::spec::reference::Reference;
 
 use crate::support::{self, Layout};
 
+mod helper;
 mod tls;
 mod token;
 
