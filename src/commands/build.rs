@@ -1,7 +1,7 @@
 //! `airlock build`: flags to [`BuildOptions`], events to progress on the terminal.
 //!
 //! 1. Resolve flags: Kubefile path, tag, build args, platforms, image lists, local
-//!    image sources (`--image-source oci:DIR | oci-archive:FILE`).
+//!    image sources (`--image-source oci:DIR | oci-archive:FILE | docker-archive:FILE`).
 //! 2. Pick the container-image fetcher: local sources first; registry references
 //!    not found there fail with a message naming the image (the registry fetcher
 //!    plugs in at [`BuildOptions::fetcher`]).
@@ -55,7 +55,7 @@ pub struct BuildArgs {
     #[arg(long = "ignored-image-list", value_name = "FILE")]
     pub ignored_image_list: Vec<PathBuf>,
     /// Where container images are taken from before registries (repeatable):
-    /// oci:DIR (an OCI layout) or oci-archive:FILE.tar.
+    /// oci:DIR (an OCI layout), oci-archive:FILE.tar or docker-archive:FILE.tar (docker save).
     #[arg(long = "image-source", value_name = "oci:DIR")]
     pub image_source: Vec<String>,
     /// Do not use the build cache.

@@ -8,8 +8,9 @@
 //!    (`ADD` and `APP` URLs are fetched by [`Downloader`], cached by URL and ETag)
 //!    ([`crate::image::layer`]), the others change the config. Each layer is looked
 //!    up first in the build cache, keyed by the parent key, the instruction as
-//!    substituted and the digest of its content (file digests are remembered by
-//!    inode, size and mtime, so an unchanged context is not read again).
+//!    substituted and the digest of its content: the digest of the diff ids it
+//!    wrote, remembered against its files' stamps (inode, size, mtime), so an
+//!    unchanged context is not read again and a first build reads each file once.
 //! 3. Discover the container images the rootfs needs ([`crate::image::discover`]),
 //!    plus `--image-list`, minus `--ignored-image-list`; fetch each for every
 //!    platform through the [`ImageFetcher`] the caller gave.
@@ -297,7 +298,7 @@ pub async fn build(
     };
 
     let workdir = tempfile::tempdir().map_err(failed)?;
-    let mut stat_cache = StatCache::load(store);
+    let mut step_cache = StepCache::load(store);
     let mut stages = Vec::new();
     for (i, platform) in platforms.iter().enumerate() {
         let base = match &parent {
@@ -321,7 +322,7 @@ pub async fn build(
             config: ClusterConfig::default(),
             args: BTreeMap::new(),
             key: Digest::of(b"airlock build cache v1"),
-            stat_cache: &mut stat_cache,
+            step_cache: &mut step_cache,
             reporter,
             run_dirs: 0,
         };
@@ -330,7 +331,7 @@ pub async fn build(
         stage.run_all().await?;
         stages.push(stage.finish());
     }
-    stat_cache.save(store);
+    step_cache.save(store);
 
     // 3. Container images.
     let mut found = Discovered::default();
@@ -604,7 +605,7 @@ struct Stage<'a> {
     config: ClusterConfig,
     args: BTreeMap<String, String>,
     key: Digest,
-    stat_cache: &'a mut StatCache,
+    step_cache: &'a mut StepCache,
     reporter: &'a dyn BuildReporter,
     run_dirs: usize,
 }
@@ -992,9 +993,6 @@ impl Stage<'_> {
                         .context(format!("{}:{}:{}", self.kubefile.file, l.span.line, w.col)),
                 ),
             })?;
-        let meta = fs::metadata(&d.path).map_err(failed)?;
-        self.stat_cache
-            .record(&d.path, FileStamp::of(&meta), d.digest.clone());
         self.reporter.report(BuildEvent::Downloaded {
             url,
             digest: d.digest.clone(),
@@ -1006,28 +1004,29 @@ impl Stage<'_> {
 
     /// Cache lookup (by the content of `added`), else write the layer; then add it to the tree.
     ///
-    /// When every file's digest is known from its stamp, the cache is checked without
-    /// reading anything. Otherwise the layer is written first, taking each file's
-    /// digest on the way, and the cache key is formed after: the context is read once.
+    /// When the step's files have the stamps remembered from an earlier build, its
+    /// content digest is known and the cache is checked without reading anything.
+    /// Otherwise the layers are written first and the content digest is that of their
+    /// diff ids: the context is read once, and hashed only as the layer's tar.
     fn apply_layer(&mut self, l: &Located, added: &Tree) -> Result<(), BuildError> {
         let verb = l.instruction.verb();
-        let layers = match self.content_digest(added, false)? {
+        let stamps = StepStamps::of(added).map_err(failed)?;
+        let layers = match self.step_cache.known(&stamps) {
             Some(content) => {
                 self.chain(&[verb, &l.text, &content.to_string()]);
                 if let Some(layers) = self.cached() {
                     self.reporter.report(BuildEvent::Cached);
                     layers
                 } else {
-                    let layers = self.write_layers(added)?;
+                    let layers = self.write_layers(added, &[])?;
                     self.remember(&layers);
                     layers
                 }
             }
             None => {
-                let layers = self.write_layers(added)?;
-                let content = self
-                    .content_digest(added, true)?
-                    .ok_or_else(|| failed(anyhow::anyhow!("a context file could not be read")))?;
+                let layers = self.write_layers(added, &[])?;
+                let content = content_digest(&layers);
+                self.step_cache.record(stamps, content.clone());
                 self.chain(&[verb, &l.text, &content.to_string()]);
                 self.remember(&layers);
                 layers
@@ -1040,47 +1039,21 @@ impl Stage<'_> {
         Ok(())
     }
 
-    /// Write `added` as layers, remembering the digest of every file read.
-    fn write_layers(&mut self, added: &Tree) -> Result<Vec<BuiltLayer>, BuildError> {
-        let written =
-            layer::write_layers(self.store, added, &[], self.options.threads).map_err(failed)?;
-        for f in written.files {
-            self.stat_cache.record(&f.source, f.stamp, f.digest);
-        }
-        for ly in &written.layers {
+    /// Write `added` (and whiteouts for `removed`) as layers and report them.
+    fn write_layers(
+        &mut self,
+        added: &Tree,
+        removed: &[String],
+    ) -> Result<Vec<BuiltLayer>, BuildError> {
+        let layers = layer::write_layers(self.store, added, removed, self.options.threads)
+            .map_err(failed)?;
+        for ly in &layers {
             self.reporter.report(BuildEvent::Layer {
                 digest: ly.descriptor.digest.clone(),
                 size: ly.descriptor.size,
             });
         }
-        Ok(written.layers)
-    }
-
-    /// The digest of `tree`'s paths, modes and contents. With `read` false, `None`
-    /// when some file's digest is not known from its stamp.
-    fn content_digest(&mut self, tree: &Tree, read: bool) -> Result<Option<Digest>, BuildError> {
-        let mut h = Sha256::new();
-        for (path, node) in &tree.nodes {
-            h.update(path.as_bytes());
-            h.update(format!("\0{:o}\0", node.mode));
-            match &node.kind {
-                NodeKind::Dir => h.update(b"d"),
-                NodeKind::Symlink { target } => h.update(format!("l{target}")),
-                NodeKind::File { source, .. } => {
-                    let d = if read {
-                        self.stat_cache.digest(source).map_err(failed)?
-                    } else {
-                        match self.stat_cache.known(source).map_err(failed)? {
-                            Some(d) => d,
-                            None => return Ok(None),
-                        }
-                    };
-                    h.update(format!("f{d}"));
-                }
-            }
-            h.update([0u8]);
-        }
-        Ok(Some(Digest::from_hasher(h)))
+        Ok(layers)
     }
 
     fn cache_path(&self) -> PathBuf {
@@ -1242,21 +1215,8 @@ impl Stage<'_> {
         }
         let after = Tree::scan(&dir).map_err(failed)?;
         let changes = self.tree.diff(&after, &stamps).map_err(failed)?;
-        let layers = layer::write_layers(
-            self.store,
-            &changes.changed,
-            &changes.removed,
-            self.options.threads,
-        )
-        .map_err(failed)?
-        .layers;
+        let layers = self.write_layers(&changes.changed, &changes.removed)?;
         self.remember(&layers);
-        for ly in &layers {
-            self.reporter.report(BuildEvent::Layer {
-                digest: ly.descriptor.digest.clone(),
-                size: ly.descriptor.size,
-            });
-        }
         self.tree = after;
         self.layers.extend(layers);
         Ok(())
@@ -1419,23 +1379,72 @@ fn wildcard(pattern: &str, name: &str) -> bool {
     pi == p.len()
 }
 
-/// File digests remembered by path, inode, size and mtime, so an unchanged context
-/// is not read again.
+/// The content digest of a step: the digest of the diff ids of the layers it wrote
+/// (a layer's tar is a deterministic function of its paths, modes and contents).
+fn content_digest(layers: &[BuiltLayer]) -> Digest {
+    let mut h = Sha256::new();
+    h.update(b"layers");
+    for l in layers {
+        h.update([0u8]);
+        h.update(l.diff_id.to_string());
+    }
+    Digest::from_hasher(h)
+}
+
+/// What a step adds, in two digests: `what` of its paths, modes, link targets and
+/// source paths, and `stamps` of that plus every source file's stamp (one `stat`
+/// each, no read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct StepStamps {
+    what: Digest,
+    stamps: Digest,
+}
+
+impl StepStamps {
+    fn of(tree: &Tree) -> std::io::Result<Self> {
+        let mut what = Sha256::new();
+        let mut stamps = Sha256::new();
+        for (path, node) in &tree.nodes {
+            let entry = match &node.kind {
+                NodeKind::Dir => format!("{path}\0{:o}\0d", node.mode),
+                NodeKind::Symlink { target } => format!("{path}\0{:o}\0l{target}", node.mode),
+                NodeKind::File { source, .. } => {
+                    let stamp = FileStamp::of(&fs::metadata(source)?);
+                    stamps.update(serde_json::to_vec(&stamp).unwrap_or_default());
+                    format!("{path}\0{:o}\0f{}", node.mode, source.display())
+                }
+            };
+            what.update(entry.as_bytes());
+            what.update([0u8]);
+            stamps.update(entry.as_bytes());
+            stamps.update([0u8]);
+        }
+        Ok(Self {
+            what: Digest::from_hasher(what),
+            stamps: Digest::from_hasher(stamps),
+        })
+    }
+}
+
+/// Content digests of steps remembered by their files' stamps, so an unchanged
+/// context is not read again. One entry per step (by [`StepStamps::what`]): a step
+/// whose files were touched replaces its entry.
 #[derive(Default, Serialize, Deserialize)]
-struct StatCache {
+struct StepCache {
     #[serde(default)]
     version: u32,
+    /// `what` to (`stamps`, content digest).
     #[serde(default)]
-    entries: BTreeMap<String, (FileStamp, Digest)>,
+    entries: BTreeMap<String, (Digest, Digest)>,
     #[serde(skip)]
     dirty: bool,
 }
 
-impl StatCache {
-    const VERSION: u32 = 2;
+impl StepCache {
+    const VERSION: u32 = 3;
 
     fn path(store: &Store) -> PathBuf {
-        store.root().join("cache/build/files.json")
+        store.root().join("cache/build/steps.json")
     }
 
     fn load(store: &Store) -> Self {
@@ -1461,33 +1470,18 @@ impl StatCache {
         let _ = store::write_atomic(&path, &serde_json::to_vec(self).unwrap_or_default());
     }
 
-    /// The digest of `path` if its stamp is the remembered one (one `stat`, no read).
-    fn known(&self, path: &Path) -> std::io::Result<Option<Digest>> {
-        let stamp = FileStamp::of(&fs::metadata(path)?);
-        Ok(self
-            .entries
-            .get(path.to_string_lossy().as_ref())
-            .filter(|(s, _)| *s == stamp)
-            .map(|(_, d)| d.clone()))
-    }
-
-    fn record(&mut self, path: &Path, stamp: FileStamp, digest: Digest) {
+    /// The content digest of the step if its files still have the remembered stamps.
+    fn known(&self, step: &StepStamps) -> Option<Digest> {
         self.entries
-            .insert(path.to_string_lossy().into_owned(), (stamp, digest));
-        self.dirty = true;
+            .get(step.what.hex())
+            .filter(|(stamps, _)| *stamps == step.stamps)
+            .map(|(_, content)| content.clone())
     }
 
-    fn digest(&mut self, path: &Path) -> std::io::Result<Digest> {
-        if let Some(d) = self.known(path)? {
-            return Ok(d);
-        }
-        let stamp = FileStamp::of(&fs::metadata(path)?);
-        let (d, _) = crate::digest::digest_reader(std::io::BufReader::with_capacity(
-            1 << 20,
-            fs::File::open(path)?,
-        ))?;
-        self.record(path, stamp, d.clone());
-        Ok(d)
+    fn record(&mut self, step: StepStamps, content: Digest) {
+        self.entries
+            .insert(step.what.hex().to_string(), (step.stamps, content));
+        self.dirty = true;
     }
 }
 

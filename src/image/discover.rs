@@ -10,7 +10,11 @@
 //!    `charts/` and `application/apps/`: rendered with `helm template` when a helm
 //!    binary is given (the caller passes the rendered YAML back through
 //!    [`scan_yaml`]); otherwise `values.yaml` is read the same way as YAML, a map
-//!    without a tag takes `appVersion` from `Chart.yaml`, and sub-charts are read too.
+//!    without a tag takes `appVersion` from `Chart.yaml`, `global.imageRegistry`
+//!    replaces the registry of `{registry, repository, tag}` maps (as Bitnami's
+//!    templates do), and sub-charts (directories or packaged `.tgz` under
+//!    `charts/`) are read with the parent's values for them (`values.<name>`,
+//!    by the sub-chart's `Chart.yaml` name) and `global` merged over their own.
 //!
 //! References are normalised ([`Reference`]); strings still holding a template
 //! (`{{ ... }}`, `${...}`) are reported as unresolved, with where they were found.
@@ -85,7 +89,7 @@ pub fn scan_yaml(text: &str, origin: &str) -> Result<Discovered, String> {
             &format!("{origin} ({kind} #{})", i + 1),
             "",
             &mut d,
-            None,
+            Defaults::default(),
         );
     }
     Ok(d)
@@ -101,10 +105,10 @@ fn looks_like_image(s: &str) -> bool {
 }
 
 /// Walk a document: `key` is the key this value sits under.
-fn walk(v: &Value, origin: &str, key: &str, d: &mut Discovered, app_version: Option<&str>) {
+fn walk(v: &Value, origin: &str, key: &str, d: &mut Discovered, defaults: Defaults<'_>) {
     match v {
         Value::Object(map) => {
-            if let Some(image) = image_from_map(map, app_version) {
+            if let Some(image) = image_from_map(map, defaults) {
                 d.add(&image, format!("{origin} {key}"));
                 return;
             }
@@ -117,32 +121,40 @@ fn walk(v: &Value, origin: &str, key: &str, d: &mut Discovered, app_version: Opt
                     {
                         d.add(s, format!("{origin} {k}"));
                     }
-                    _ => walk(child, origin, k, d, app_version),
+                    _ => walk(child, origin, k, d, defaults),
                 }
             }
         }
         Value::Array(items) => {
             for item in items {
-                walk(item, origin, key, d, app_version);
+                walk(item, origin, key, d, defaults);
             }
         }
         _ => {}
     }
 }
 
+/// What a chart supplies to its values' image maps.
+#[derive(Clone, Copy, Debug, Default)]
+struct Defaults<'a> {
+    /// `appVersion` of `Chart.yaml`: the tag of maps without one.
+    app_version: Option<&'a str>,
+    /// `global.imageRegistry`: the registry of every map.
+    registry: Option<&'a str>,
+}
+
 /// `{registry, repository, tag|digest}` (the Helm convention) as one reference.
-fn image_from_map(
-    map: &serde_json::Map<String, Value>,
-    app_version: Option<&str>,
-) -> Option<String> {
+fn image_from_map(map: &serde_json::Map<String, Value>, defaults: Defaults<'_>) -> Option<String> {
+    let app_version = defaults.app_version;
     let repository = map.get("repository")?.as_str()?;
     if repository.is_empty() {
         return None;
     }
-    let registry = map
-        .get("registry")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let registry = defaults.registry.unwrap_or_else(|| {
+        map.get("registry")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    });
     let name = if registry.is_empty() {
         repository.to_string()
     } else {
@@ -172,32 +184,89 @@ fn image_from_map(
 /// (`Chart.yaml`, `values.yaml`, `charts/sub/values.yaml`, `charts/sub-1.0.tgz`) to
 /// their bytes.
 pub fn scan_chart(files: &BTreeMap<String, Vec<u8>>, origin: &str) -> Discovered {
-    let mut d = Discovered::default();
-    let app_version = files
+    scan_chart_with(files, origin, &Value::Null, &Value::Null)
+}
+
+/// Merge `over` into `base`: maps key by key, anything else replaced.
+fn merge_values(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (_, Value::Null) => {}
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge_values(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn chart_field(files: &BTreeMap<String, Vec<u8>>, field: &str) -> Option<String> {
+    files
         .get("Chart.yaml")
         .and_then(|b| serde_saphyr::from_slice::<Value>(b).ok())
-        .and_then(|c| match c.get("appVersion") {
+        .and_then(|c| match c.get(field) {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
-        });
-    if let Some(values) = files.get("values.yaml") {
-        match serde_saphyr::from_slice::<Value>(values) {
-            Ok(v) => walk(
-                &v,
-                &format!("{origin}/values.yaml"),
-                "",
-                &mut d,
-                app_version.as_deref(),
-            ),
-            Err(e) => d.unresolved.push((
-                format!("values.yaml does not parse: {e}"),
-                origin.to_string(),
-            )),
-        }
+        })
+}
+
+/// [`scan_chart`] with the values a parent chart sets for this one (`overrides`)
+/// and the parent's `global`, both merged over this chart's own values.
+fn scan_chart_with(
+    files: &BTreeMap<String, Vec<u8>>,
+    origin: &str,
+    overrides: &Value,
+    global: &Value,
+) -> Discovered {
+    let mut d = Discovered::default();
+    let app_version = chart_field(files, "appVersion");
+    let mut values = match files.get("values.yaml") {
+        Some(bytes) => match serde_saphyr::from_slice::<Value>(bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                d.unresolved.push((
+                    format!("values.yaml does not parse: {e}"),
+                    origin.to_string(),
+                ));
+                Value::Null
+            }
+        },
+        None => Value::Null,
+    };
+    if !values.is_object() {
+        values = Value::Object(serde_json::Map::new());
     }
+    merge_values(&mut values, overrides);
+    if !global.is_null()
+        && let Some(map) = values.as_object_mut()
+    {
+        merge_values(map.entry("global").or_insert(Value::Null), global);
+    }
+    let registry = values
+        .pointer("/global/imageRegistry")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty());
+    let defaults = Defaults {
+        app_version: app_version.as_deref(),
+        registry,
+    };
+    walk(
+        &values,
+        &format!("{origin}/values.yaml"),
+        "",
+        &mut d,
+        defaults,
+    );
+    let global = values.get("global").cloned().unwrap_or(Value::Null);
+    let mut sub_chart = |inner: &BTreeMap<String, Vec<u8>>, name: &str, at: String| {
+        let name = chart_field(inner, "name").unwrap_or_else(|| name.to_string());
+        let overrides = values.get(&name).cloned().unwrap_or(Value::Null);
+        d.merge(scan_chart_with(inner, &at, &overrides, &global));
+    };
     // Sub-charts: directories under charts/ and packaged .tgz files.
     let mut subdirs: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+    let mut unreadable = Vec::new();
     for (path, bytes) in files {
         let Some(rest) = path.strip_prefix("charts/") else {
             continue;
@@ -209,18 +278,17 @@ pub fn scan_chart(files: &BTreeMap<String, Vec<u8>>, origin: &str) -> Discovered
                 .insert(inner.to_string(), bytes.clone());
         } else if rest.ends_with(".tgz") || rest.ends_with(".tar.gz") {
             match read_chart_archive(bytes) {
-                Ok(inner) => d.merge(scan_chart(&inner, &format!("{origin}/charts/{rest}"))),
-                Err(e) => d
-                    .unresolved
-                    .push((format!("cannot read {rest}: {e}"), origin.to_string())),
+                Ok(inner) => sub_chart(&inner, rest, format!("{origin}/charts/{rest}")),
+                Err(e) => unreadable.push((format!("cannot read {rest}: {e}"), origin.to_string())),
             }
         }
     }
     for (sub, inner) in subdirs {
         if inner.contains_key("Chart.yaml") {
-            d.merge(scan_chart(&inner, &format!("{origin}/charts/{sub}")));
+            sub_chart(&inner, &sub, format!("{origin}/charts/{sub}"));
         }
     }
+    d.unresolved.extend(unreadable);
     d
 }
 
@@ -452,6 +520,99 @@ spec:
                 "docker.io/bitnami/postgresql:16",
                 "docker.io/envoyproxy/envoy:v1.29",
                 "docker.io/example/web:2.1",
+            ]
+        );
+    }
+
+    fn packaged(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, text) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, path, text.as_bytes()).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// A chart shaped like Bitnami's wordpress: a packaged sub-chart (with its own
+    /// library sub-chart) whose tag the parent overrides, a directory sub-chart
+    /// without a tag (appVersion), and `global.imageRegistry`.
+    #[test]
+    fn realistic_chart_with_packaged_sub_charts_overrides_and_global_registry() {
+        let mariadb = packaged(&[
+            (
+                "mariadb/Chart.yaml",
+                "apiVersion: v2\nname: mariadb\nversion: 16.0.0\nappVersion: 11.2.3\ndependencies:\n  - name: common\n    version: 2.x.x\n",
+            ),
+            (
+                "mariadb/values.yaml",
+                "global:\n  imageRegistry: \"\"\nimage:\n  registry: docker.io\n  repository: bitnami/mariadb\n  tag: 11.2.2-debian-12-r0\n  digest: \"\"\nprimary:\n  persistence:\n    size: 8Gi\n",
+            ),
+            (
+                "mariadb/charts/common/Chart.yaml",
+                "apiVersion: v2\nname: common\ntype: library\nversion: 2.16.0\n",
+            ),
+            (
+                "mariadb/charts/common/values.yaml",
+                "exampleValue: common-chart\n",
+            ),
+            (
+                "mariadb/templates/primary/statefulset.yaml",
+                "image: {{ include \"mariadb.image\" . }}\n",
+            ),
+        ]);
+        let mut files = BTreeMap::new();
+        let mut add = |p: &str, b: &[u8]| {
+            files.insert(p.to_string(), b.to_vec());
+        };
+        add(
+            "Chart.yaml",
+            b"apiVersion: v2\nname: wordpress\nversion: 19.0.0\nappVersion: 6.4.3\ndependencies:\n  - name: mariadb\n    condition: mariadb.enabled\n  - name: memcached\n",
+        );
+        add(
+            "values.yaml",
+            b"global:\n  imageRegistry: \"\"\nimage:\n  registry: docker.io\n  repository: bitnami/wordpress\n  tag: 6.4.3-debian-12-r0\nmariadb:\n  enabled: true\n  image:\n    tag: 11.2.3-debian-12-r4\nmetrics:\n  enabled: false\n  image:\n    registry: docker.io\n    repository: bitnami/apache-exporter\n    tag: 1.0.6-debian-12-r0\n",
+        );
+        add("charts/mariadb-16.0.0.tgz", &mariadb);
+        add(
+            "charts/memcached/Chart.yaml",
+            b"apiVersion: v2\nname: memcached\nversion: 6.14.0\nappVersion: 1.6.23\n",
+        );
+        add(
+            "charts/memcached/values.yaml",
+            b"image:\n  registry: docker.io\n  repository: bitnami/memcached\n",
+        );
+        let d = scan_chart(&files, "charts/wordpress");
+        assert_eq!(
+            refs(&d),
+            [
+                "docker.io/bitnami/apache-exporter:1.0.6-debian-12-r0",
+                "docker.io/bitnami/mariadb:11.2.3-debian-12-r4",
+                "docker.io/bitnami/memcached:1.6.23",
+                "docker.io/bitnami/wordpress:6.4.3-debian-12-r0",
+            ]
+        );
+        assert!(d.unresolved.is_empty(), "{:?}", d.unresolved);
+
+        // global.imageRegistry set by the parent reaches every sub-chart.
+        files.insert(
+            "values.yaml".to_string(),
+            String::from_utf8(files["values.yaml"].clone())
+                .unwrap()
+                .replace("imageRegistry: \"\"", "imageRegistry: registry.local:5000")
+                .into_bytes(),
+        );
+        let d = scan_chart(&files, "charts/wordpress");
+        assert_eq!(
+            refs(&d),
+            [
+                "registry.local:5000/bitnami/apache-exporter:1.0.6-debian-12-r0",
+                "registry.local:5000/bitnami/mariadb:11.2.3-debian-12-r4",
+                "registry.local:5000/bitnami/memcached:1.6.23",
+                "registry.local:5000/bitnami/wordpress:6.4.3-debian-12-r0",
             ]
         );
     }

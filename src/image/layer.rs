@@ -9,24 +9,24 @@
 //!    zstd's multi-threaded output does not depend on the thread count, so digests
 //!    are the same on every machine.
 //! 3. Each tar is hashed as it is written (the diff id) and the compressed stream is
-//!    hashed into the store (the layer digest). The two layers are written at once
-//!    on two threads, and each source file is read once: its content digest (for the
-//!    build cache) is taken on the way into the tar.
+//!    hashed into the store (the layer digest); the raw layer's tar is its blob, so it
+//!    is hashed once. The two layers are written at once on two threads, and each
+//!    source file is read once, in 1 MiB reads. No per-file digest is taken: the build
+//!    cache keys a step on its files' stamps and on the diff ids written
+//!    ([`crate::image::build`]).
 //!
 //! Unpacking ([`unpack_layer`]) refuses absolute paths, `..`, links whose target
 //! leaves the directory, and writes through symlinks; it honours whiteouts.
 
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use fs_err as fs;
-use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::image::oci::{self, Descriptor};
 use crate::image::store::{Store, StoreError};
-use crate::image::tree::{FileStamp, NodeKind, Tree};
+use crate::image::tree::{NodeKind, Tree};
 
 /// Uncompressed tar layer.
 pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -93,27 +93,6 @@ pub fn is_compressed(path: &Path) -> io::Result<bool> {
         || m.starts_with(b"PK\x03\x04"))
 }
 
-/// A context file read while writing a layer: its stamp when opened and the digest
-/// of its content, so the build can remember it and not read it again.
-#[derive(Clone, Debug)]
-pub struct FileRead {
-    /// The file on the build host.
-    pub source: PathBuf,
-    /// Its inode, size and mtime when it was opened.
-    pub stamp: FileStamp,
-    /// SHA-256 of its content.
-    pub digest: Digest,
-}
-
-/// What [`write_layers`] wrote.
-#[derive(Clone, Debug, Default)]
-pub struct WrittenLayers {
-    /// The layers, in the order they must be applied.
-    pub layers: Vec<BuiltLayer>,
-    /// Every regular file read, with its content digest.
-    pub files: Vec<FileRead>,
-}
-
 /// Write `changes` (and whiteouts for `removed`) as one or two layers, in the order
 /// they must be applied. Nothing is written for an empty change. The compressed and
 /// the raw layer are written at the same time, on two threads.
@@ -122,7 +101,7 @@ pub fn write_layers(
     changes: &Tree,
     removed: &[String],
     threads: u32,
-) -> Result<WrittenLayers, LayerError> {
+) -> Result<Vec<BuiltLayer>, LayerError> {
     let mut compressible = Tree::default();
     let mut raw = Tree::default();
     for (path, node) in &changes.nodes {
@@ -152,12 +131,7 @@ pub fn write_layers(
         };
         (compressed, raw)
     });
-    let mut out = WrittenLayers::default();
-    for (layer, mut files) in [compressed?, raw?].into_iter().flatten() {
-        out.layers.push(layer);
-        out.files.append(&mut files);
-    }
-    Ok(out)
+    Ok([compressed?, raw?].into_iter().flatten().collect())
 }
 
 /// Buffer in front of the tar writer: large reads from the source files.
@@ -168,7 +142,7 @@ fn write_compressed(
     tree: &Tree,
     removed: &[String],
     threads: u32,
-) -> Result<(BuiltLayer, Vec<FileRead>), LayerError> {
+) -> Result<BuiltLayer, LayerError> {
     let blob = store.blob_writer()?;
     let mut encoder =
         zstd::stream::write::Encoder::new(blob, ZSTD_LEVEL).map_err(io_at(store.root()))?;
@@ -179,7 +153,7 @@ fn write_compressed(
         COPY_BUFFER,
         HashingWriter::new(encoder),
     ));
-    let files = append_tree(&mut tar, tree, removed)?;
+    append_tree(&mut tar, tree, removed)?;
     let hashing = tar
         .into_inner()
         .and_then(|b| b.into_inner().map_err(io::IntoInnerError::into_error))
@@ -191,13 +165,13 @@ fn write_compressed(
         descriptor: Descriptor::new(oci::MEDIA_TYPE_LAYER_ZSTD, digest, size),
         diff_id,
     };
-    Ok((layer, files))
+    Ok(layer)
 }
 
-fn write_raw(store: &Store, tree: &Tree) -> Result<(BuiltLayer, Vec<FileRead>), LayerError> {
+fn write_raw(store: &Store, tree: &Tree) -> Result<BuiltLayer, LayerError> {
     let blob = store.blob_writer()?;
     let mut tar = tar::Builder::new(io::BufWriter::with_capacity(COPY_BUFFER, blob));
-    let files = append_tree(&mut tar, tree, &[])?;
+    append_tree(&mut tar, tree, &[])?;
     let blob = tar
         .into_inner()
         .and_then(|b| b.into_inner().map_err(io::IntoInnerError::into_error))
@@ -207,74 +181,36 @@ fn write_raw(store: &Store, tree: &Tree) -> Result<(BuiltLayer, Vec<FileRead>), 
         descriptor: Descriptor::new(MEDIA_TYPE_LAYER_TAR, digest.clone(), size),
         diff_id: digest,
     };
-    Ok((layer, files))
+    Ok(layer)
 }
 
-/// A buffered reader that hands each chunk it reads to a hashing thread, so a file's
-/// content digest costs no time on the thread writing the layer.
-struct HashingReader<R> {
-    inner: R,
-    chunk: Arc<Vec<u8>>,
-    at: usize,
-    to_hasher: Option<std::sync::mpsc::SyncSender<Arc<Vec<u8>>>>,
-    count: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    /// Read through `inner`, hashing on a thread of `scope`; the handle gives the digest
-    /// once the reader is dropped.
-    fn new<'scope>(
-        inner: R,
-        scope: &'scope std::thread::Scope<'scope, '_>,
-    ) -> (Self, std::thread::ScopedJoinHandle<'scope, Digest>) {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
-        let hasher = scope.spawn(move || {
-            let mut h = Sha256::new();
-            for chunk in rx {
-                h.update(chunk.as_slice());
-            }
-            Digest::from_hasher(h)
-        });
-        let reader = Self {
-            inner,
-            chunk: Arc::new(Vec::new()),
-            at: 0,
-            to_hasher: Some(tx),
-            count: 0,
-        };
-        (reader, hasher)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.chunk.len() {
-            let mut chunk = vec![0u8; COPY_BUFFER];
-            let mut filled = 0;
-            while filled < chunk.len() {
-                match self.inner.read(&mut chunk[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            chunk.truncate(filled);
-            self.chunk = Arc::new(chunk);
-            self.at = 0;
-            if filled > 0
-                && let Some(tx) = &self.to_hasher
-            {
-                // The hasher only stops when this reader is dropped.
-                let _ = tx.send(Arc::clone(&self.chunk));
+/// Copy at most `size` bytes of `file` to `out` through `buffer`, each read filling
+/// the buffer; returns the bytes copied (fewer when the file shrank).
+fn copy_data(
+    mut file: impl Read,
+    size: u64,
+    out: &mut impl Write,
+    buffer: &mut [u8],
+) -> io::Result<u64> {
+    let mut copied = 0u64;
+    while copied < size {
+        let want = usize::try_from((size - copied).min(buffer.len() as u64)).unwrap_or(0);
+        let mut filled = 0;
+        while filled < want {
+            match file.read(&mut buffer[filled..want]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        self.count += n as u64;
-        Ok(n)
+        if filled == 0 {
+            break;
+        }
+        out.write_all(&buffer[..filled])?;
+        copied += filled as u64;
     }
+    Ok(copied)
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -292,8 +228,8 @@ fn append_tree<W: Write>(
     tar: &mut tar::Builder<W>,
     tree: &Tree,
     removed: &[String],
-) -> Result<Vec<FileRead>, LayerError> {
-    let mut files = Vec::new();
+) -> Result<(), LayerError> {
+    let mut buffer = vec![0u8; COPY_BUFFER];
     let mut whiteouts: Vec<String> = removed
         .iter()
         .map(|p| match p.rsplit_once('/') {
@@ -324,20 +260,15 @@ fn append_tree<W: Write>(
             }
             Some((NodeKind::File { source, size }, mode)) => {
                 let mut h = header(tar::EntryType::Regular, mode, *size);
+                // The header (and a long-name entry if needed) through the builder,
+                // the data straight into its writer in large reads: the builder's own
+                // copy goes 8 KiB at a time.
+                tar.append_data(&mut h, path, io::empty())
+                    .map_err(io_at(here))?;
                 let file = fs::File::open(source).map_err(io_at(source))?;
-                let stamp = FileStamp::of(&file.metadata().map_err(io_at(source))?);
-                let (count, digest) = std::thread::scope(|scope| {
-                    let (mut reader, hasher) = HashingReader::new(file.take(*size), scope);
-                    let appended = tar.append_data(&mut h, path, &mut reader);
-                    let count = reader.count;
-                    drop(reader);
-                    let digest = hasher
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                    appended.map(|()| (count, digest))
-                })
-                .map_err(io_at(source))?;
-                if count != *size {
+                let copied =
+                    copy_data(file, *size, tar.get_mut(), &mut buffer).map_err(io_at(source))?;
+                if copied != *size {
                     return Err(LayerError::Io {
                         path: source.clone(),
                         source: io::Error::new(
@@ -346,15 +277,10 @@ fn append_tree<W: Write>(
                         ),
                     });
                 }
-                // A file that changed size since the scan is not remembered: what was
-                // read is not the whole file.
-                if stamp.size() == *size {
-                    files.push(FileRead {
-                        source: source.clone(),
-                        stamp,
-                        digest,
-                    });
-                }
+                let padding = (512 - size % 512) % 512;
+                tar.get_mut()
+                    .write_all(&[0u8; 512][..usize::try_from(padding).unwrap_or(0)])
+                    .map_err(io_at(here))?;
             }
             Some((NodeKind::Symlink { target }, mode)) => {
                 let mut h = header(tar::EntryType::Symlink, mode, 0);
@@ -363,7 +289,7 @@ fn append_tree<W: Write>(
         }
     }
     tar.finish().map_err(io_at(here))?;
-    Ok(files)
+    Ok(())
 }
 
 /// A reader of the uncompressed tar of a layer blob.
@@ -592,12 +518,8 @@ mod tests {
         let store1 = Store::open(s1.path()).unwrap();
         let store2 = Store::open(s2.path()).unwrap();
         let tree = tree_of(ctx.path());
-        let one = write_layers(&store1, &tree, &["gone".to_string()], 1)
-            .unwrap()
-            .layers;
-        let many = write_layers(&store2, &tree, &["gone".to_string()], 3)
-            .unwrap()
-            .layers;
+        let one = write_layers(&store1, &tree, &["gone".to_string()], 1).unwrap();
+        let many = write_layers(&store2, &tree, &["gone".to_string()], 3).unwrap();
         assert_eq!(one, many, "thread count changed the digest");
         assert_eq!(one.len(), 2);
         assert_eq!(one[0].descriptor.media_type, oci::MEDIA_TYPE_LAYER_ZSTD);

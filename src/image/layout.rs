@@ -3,9 +3,11 @@
 //!
 //! 1. [`LayoutDir`] reads any OCI layout directory (`oci-layout`, `index.json`,
 //!    `blobs/`) as a [`BlobSource`], without writing to it.
-//! 2. [`LayoutFetcher`] implements [`ImageFetcher`] over layouts (`oci:DIR`) and OCI
-//!    archives (`oci-archive:FILE.tar`, unpacked once into a temp dir): a reference
-//!    matches an entry whose `org.opencontainers.image.ref.name` normalises to it.
+//! 2. [`LayoutFetcher`] implements [`ImageFetcher`] over layouts (`oci:DIR`), OCI
+//!    archives (`oci-archive:FILE.tar`, unpacked once into a temp dir) and docker
+//!    archives (`docker-archive:FILE.tar`, turned into a layout once by
+//!    [`docker_archive::convert`]): a reference matches an entry whose
+//!    `org.opencontainers.image.ref.name` normalises to it.
 //!    Blobs are copied byte for byte and verified against their digests.
 //! 3. [`save`] writes images as a deterministic OCI archive that `skopeo copy
 //!    oci-archive:FILE.tar ...` reads; [`load`] verifies every blob of an archive into
@@ -20,6 +22,7 @@ use fs_err as fs;
 
 use crate::digest::Digest;
 use crate::image::cluster::{self, ClusterImageError, open_blob};
+use crate::image::docker_archive;
 use crate::image::oci::{self, Descriptor, ImageIndex, Platform};
 use crate::image::store::{self, Store, StoreError};
 use crate::image::{BlobLocation, BlobSource, ImageFetcher};
@@ -90,6 +93,8 @@ pub enum LocalSource {
     Layout(PathBuf),
     /// `oci-archive:FILE`: a tar of an OCI layout.
     Archive(PathBuf),
+    /// `docker-archive:FILE`: a `docker save` tarball.
+    DockerArchive(PathBuf),
 }
 
 impl std::str::FromStr for LocalSource {
@@ -98,11 +103,13 @@ impl std::str::FromStr for LocalSource {
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some(p) = s.strip_prefix("oci-archive:") {
             Ok(Self::Archive(PathBuf::from(p)))
+        } else if let Some(p) = s.strip_prefix("docker-archive:") {
+            Ok(Self::DockerArchive(PathBuf::from(p)))
         } else if let Some(p) = s.strip_prefix("oci:") {
             Ok(Self::Layout(PathBuf::from(p)))
         } else {
             Err(format!(
-                "{s:?} is not an image source; write oci:DIR (an OCI layout) or oci-archive:FILE.tar"
+                "{s:?} is not an image source; write oci:DIR (an OCI layout), oci-archive:FILE.tar or docker-archive:FILE.tar (docker save)"
             ))
         }
     }
@@ -126,6 +133,12 @@ impl LayoutFetcher {
                     let dir = tempfile::tempdir()?;
                     extract_archive(file, dir.path())
                         .with_context(|| format!("reading OCI archive {}", file.display()))?;
+                    layouts.push(LayoutDir::open(dir.path())?);
+                    unpacked.push(dir);
+                }
+                LocalSource::DockerArchive(file) => {
+                    let dir = tempfile::tempdir()?;
+                    docker_archive::convert(file, dir.path())?;
                     layouts.push(LayoutDir::open(dir.path())?);
                     unpacked.push(dir);
                 }

@@ -10,6 +10,7 @@
 pub mod build;
 pub mod cluster;
 pub mod discover;
+pub mod docker_archive;
 pub mod download;
 pub mod gc;
 pub mod layer;

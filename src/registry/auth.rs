@@ -6,7 +6,12 @@
 //! 2. [`DockerConfig::set`] / [`DockerConfig::remove`] change one entry and
 //!    [`DockerConfig::save`] writes the file atomically with mode 0600, keeping every
 //!    other field as it was.
-//! 3. [`Challenge::parse`] reads a `WWW-Authenticate` header (`Basic` or `Bearer` with
+//! 3. Credential helpers: [`DockerConfig::helper`] names the helper for a host
+//!    (`credHelpers[host]`, else `credsStore`), and [`helper_credentials`] runs
+//!    `docker-credential-NAME get` with the server on stdin (never in argv) and
+//!    reads its JSON answer. The client asks, in order: `airlock login` overrides,
+//!    `credHelpers`, an `auths` entry holding credentials, `credsStore`.
+//! 4. [`Challenge::parse`] reads a `WWW-Authenticate` header (`Basic` or `Bearer` with
 //!    realm, service, scope), which the client answers.
 
 use std::io;
@@ -58,6 +63,144 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// Why a Docker credential helper gave no credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    /// The helper could not be run.
+    #[error(
+        "cannot run `{program}` (named by {field} in {config}): {source}; install it or remove that setting"
+    )]
+    Spawn {
+        /// `docker-credential-NAME`.
+        program: String,
+        /// `credsStore` or `credHelpers`.
+        field: &'static str,
+        /// The config file.
+        config: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The helper failed (other than "not found").
+    #[error("`{program} get` for {server} failed: {message}")]
+    Failed {
+        /// `docker-credential-NAME`.
+        program: String,
+        /// The server asked for.
+        server: String,
+        /// Its first line of output, or how it ended.
+        message: String,
+    },
+    /// The helper answered something that is not its JSON.
+    #[error("`{program} get` for {server} did not answer with credentials JSON")]
+    Output {
+        /// `docker-credential-NAME`.
+        program: String,
+        /// The server asked for.
+        server: String,
+    },
+    /// The helper holds an identity (OAuth refresh) token, which airlock does not use.
+    #[error(
+        "`{program}` holds an identity token for {server}, which airlock cannot use; run `airlock login {server}`"
+    )]
+    IdentityToken {
+        /// `docker-credential-NAME`.
+        program: String,
+        /// The server asked for.
+        server: String,
+    },
+}
+
+/// A credential helper to ask for one host, from `config.json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Helper {
+    /// `docker-credential-NAME`.
+    pub program: String,
+    /// The setting that named it: `credHelpers` or `credsStore`.
+    pub field: &'static str,
+    /// The server to ask for (what Docker passes: `host[:port]`, or Docker Hub's key).
+    pub server: String,
+    /// The config file.
+    pub config: PathBuf,
+}
+
+/// How long a helper may take (it may ask gpg or a keyring).
+const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Run `helper` (`PROGRAM get`, the server on stdin) and read its answer: `None`
+/// when it has no credentials for the server.
+pub async fn helper_credentials(helper: &Helper) -> Result<Option<Credentials>, HelperError> {
+    use tokio::io::AsyncWriteExt as _;
+    let failed = |message: String| HelperError::Failed {
+        program: helper.program.clone(),
+        server: helper.server.clone(),
+        message,
+    };
+    let mut child = tokio::process::Command::new(&helper.program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| HelperError::Spawn {
+            program: helper.program.clone(),
+            field: helper.field,
+            config: helper.config.clone(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(helper.server.as_bytes())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    let output = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| failed(format!("no answer in {} s", HELPER_TIMEOUT.as_secs())))?
+        .map_err(|e| failed(e.to_string()))?;
+    if !output.status.success() {
+        let said = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        if said.contains("credentials not found") {
+            return Ok(None);
+        }
+        // The first line only: helpers print one-line errors, and nothing they print
+        // on failure is a secret.
+        let first = said.lines().next().unwrap_or_default().trim().to_string();
+        return Err(failed(if first.is_empty() {
+            output.status.to_string()
+        } else {
+            first
+        }));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let answer: Answer =
+        serde_json::from_slice(&output.stdout).map_err(|_| HelperError::Output {
+            program: helper.program.clone(),
+            server: helper.server.clone(),
+        })?;
+    // Older helpers (docker-credential-pass 0.6) answer "not found" with empty fields.
+    if answer.username.is_empty() && answer.secret.is_empty() {
+        return Ok(None);
+    }
+    if answer.username == "<token>" {
+        return Err(HelperError::IdentityToken {
+            program: helper.program.clone(),
+            server: helper.server.clone(),
+        });
+    }
+    Ok(Some(Credentials {
+        username: answer.username,
+        password: Secret::new(answer.secret),
+    }))
 }
 
 /// Docker's `config.json`, kept as JSON so fields airlock does not know survive a save.
@@ -138,6 +281,40 @@ impl DockerConfig {
         Some(Credentials {
             username: user.to_string(),
             password: Secret::new(password),
+        })
+    }
+
+    /// The credential helper for registry `host`: `credHelpers[host]`, else
+    /// `credsStore` (an empty name means none).
+    pub fn helper(&self, host: &str) -> Option<Helper> {
+        let named = |v: Option<&serde_json::Value>| {
+            v.and_then(|v| v.as_str())
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+        };
+        let per_host = self
+            .json
+            .get("credHelpers")
+            .and_then(|h| h.as_object())
+            .and_then(|h| {
+                named(
+                    h.iter()
+                        .find(|(key, _)| {
+                            let k = key_host(key);
+                            k == host || (is_docker_hub(k) && is_docker_hub(host))
+                        })
+                        .map(|(_, v)| v),
+                )
+            });
+        let (name, field) = match per_host {
+            Some(n) => (n, "credHelpers"),
+            None => (named(self.json.get("credsStore"))?, "credsStore"),
+        };
+        Some(Helper {
+            program: format!("docker-credential-{name}"),
+            field,
+            server: Self::key_for(host),
+            config: self.path.clone(),
         })
     }
 

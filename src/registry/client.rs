@@ -36,7 +36,7 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderValue};
 use tokio::sync::mpsc;
 
-use super::auth::{Challenge, ConfigError, Credentials, DockerConfig};
+use super::auth::{Challenge, ConfigError, Credentials, DockerConfig, HelperError};
 use super::server::manifest_media_type;
 use crate::digest::Digest;
 use crate::image::oci::{self, Descriptor, Platform};
@@ -125,6 +125,9 @@ pub enum ClientError {
         /// The registry's error message.
         message: String,
     },
+    /// A Docker credential helper named in `config.json` failed.
+    #[error(transparent)]
+    CredentialHelper(#[from] HelperError),
     /// Credentials are missing or refused.
     #[error("{host}: authentication failed ({reason}); run `airlock login {host}`")]
     Unauthorized {
@@ -393,11 +396,26 @@ impl RegistryClient {
         }
     }
 
-    fn credentials(&self, host: &str) -> Option<Credentials> {
-        self.overrides
-            .get(host)
-            .cloned()
-            .or_else(|| self.credentials.as_ref()?.credentials(host))
+    /// The credentials for `host`: `airlock login`'s, else `credHelpers`' helper,
+    /// else an `auths` entry, else the `credsStore` helper.
+    async fn credentials(&self, host: &str) -> Result<Option<Credentials>, ClientError> {
+        if let Some(c) = self.overrides.get(host) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(config) = &self.credentials else {
+            return Ok(None);
+        };
+        let helper = config.helper(host);
+        if let Some(h) = helper.as_ref().filter(|h| h.field == "credHelpers") {
+            return Ok(super::auth::helper_credentials(h).await?);
+        }
+        if let Some(c) = config.credentials(host) {
+            return Ok(Some(c));
+        }
+        match &helper {
+            Some(h) => Ok(super::auth::helper_credentials(h).await?),
+            None => Ok(None),
+        }
     }
 
     /// `scheme://host`: HTTPS, or for hosts allowed plain HTTP whatever answers
@@ -545,7 +563,7 @@ impl RegistryClient {
         actions: &str,
         challenge: &Challenge,
     ) -> Result<HeaderValue, ClientError> {
-        let credentials = self.credentials(&target.host);
+        let credentials = self.credentials(&target.host).await?;
         let value = match challenge {
             Challenge::Basic => credentials
                 .ok_or_else(|| ClientError::Unauthorized {
@@ -1052,34 +1070,22 @@ impl RegistryClient {
                 })
             })
             .map_err(|e| ClientError::Store(e.into()))?;
-        let mut file = tokio::fs::File::open(&location.path)
-            .await
-            .map_err(|e| ClientError::Store(e.into()))?;
-        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(location.offset))
-            .await
-            .map_err(|e| ClientError::Store(e.into()))?;
         let size = location.size;
-        let file = tokio::io::AsyncReadExt::take(file, size);
-        let reporter = self.reporter.clone();
-        let digest = blob.digest.clone();
-        let stream =
-            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
-                if let Ok(c) = &chunk {
-                    reporter.blob_progress(&digest, c.len() as u64);
-                }
-                chunk
-            });
-        let body = Mutex::new(Some(reqwest::Body::wrap_stream(stream)));
+        // The body is made again for each attempt (a `401` after the token expired
+        // mid-push is answered and the blob re-sent): the file is opened afresh.
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let body = || {
+            if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                self.reporter.blob_started(&blob.digest, size);
+            }
+            blob_body(&location, &blob.digest, &self.reporter)
+        };
         let response = self
             .send(target, "pull,push", false, &|c| {
-                let mut request = c
-                    .put(&put_url)
+                c.put(&put_url)
                     .header(header::CONTENT_TYPE, "application/octet-stream")
-                    .header(header::CONTENT_LENGTH, size);
-                if let Some(b) = body.lock().ok().and_then(|mut b| b.take()) {
-                    request = request.body(b);
-                }
-                request
+                    .header(header::CONTENT_LENGTH, size)
+                    .body(body())
             })
             .await?;
         if !response.status().is_success() {
@@ -1102,6 +1108,39 @@ impl RegistryClient {
                 target.repository.clone(),
             );
         }
+    }
+}
+
+/// A request body streaming the blob file at `path`, reporting progress; a file that
+/// cannot be opened gives a body that fails with why.
+fn blob_body(
+    location: &crate::image::BlobLocation,
+    digest: &Digest,
+    reporter: &Arc<dyn TransferReporter>,
+) -> reqwest::Body {
+    use std::io::Seek as _;
+    let opened = fs_err::File::open(&location.path).and_then(|mut f| {
+        f.seek(std::io::SeekFrom::Start(location.offset))?;
+        Ok(f)
+    });
+    match opened {
+        Ok(file) => {
+            let reporter = reporter.clone();
+            let digest = digest.clone();
+            let file = tokio::fs::File::from_std(file.into_file());
+            let file = tokio::io::AsyncReadExt::take(file, location.size);
+            let stream =
+                tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
+                    if let Ok(c) = &chunk {
+                        reporter.blob_progress(&digest, c.len() as u64);
+                    }
+                    chunk
+                });
+            reqwest::Body::wrap_stream(stream)
+        }
+        Err(e) => reqwest::Body::wrap_stream(futures_util::stream::once(async move {
+            Err::<bytes::Bytes, std::io::Error>(e)
+        })),
     }
 }
 

@@ -11,13 +11,16 @@
 //! 3. Manifests by tag are looked up in the [`Catalog`] (own names and the original
 //!    names of container images, `?ns=` selecting the domain); by digest, any
 //!    manifest the source holds is served. Bytes are served exactly as stored.
-//! 4. Blobs stream from their file region (offset + size) in fixed-size chunks,
-//!    honouring `Range`; nothing is loaded whole.
+//! 4. Blobs stream from their file region (offset + size), honouring `Range`: the
+//!    file is opened with the lookup (one blocking hop), then a blocking task reads
+//!    it in [`CHUNK_SIZE`] positioned reads, each straight into the chunk handed to
+//!    the connection (one copy in user space), at most [`CHUNKS_AHEAD`] chunks ahead
+//!    of the client. Nothing is loaded whole; manifest GETs never wait on blob reads.
 //! 5. Uploads (when a push store is configured) are handled in [`super::upload`].
 //! 6. Errors become the OCI error JSON in one place ([`ApiError`]).
 
 use std::future::Future;
-use std::io::{self, SeekFrom};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,8 +30,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt as _;
-use futures_util::StreamExt as _;
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
@@ -38,17 +39,19 @@ use super::htpasswd::Htpasswd;
 use super::tls::TlsListener;
 use super::upload::Uploads;
 use crate::digest::Digest;
+use crate::image::BlobSource;
 use crate::image::oci;
 use crate::image::store::Store;
-use crate::image::{BlobLocation, BlobSource};
 use crate::spec::reference::is_valid_repository;
 
 /// Header carrying a manifest's or blob's digest.
 pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 /// Header every distribution response carries.
 const API_VERSION: &str = "docker-distribution-api-version";
-/// Size of the chunks blobs are streamed in.
-const CHUNK_SIZE: usize = 256 * 1024;
+/// Size of the chunks blobs are streamed in (one `pread` each).
+const CHUNK_SIZE: usize = 512 * 1024;
+/// Chunks a blob's reader may be ahead of its connection.
+const CHUNKS_AHEAD: usize = 4;
 
 /// How the registry behaves.
 #[derive(Clone, Debug)]
@@ -486,9 +489,18 @@ async fn get_blob(
     let digest = parse_digest(digest)?;
     let source = state.source.clone();
     let lookup = digest.clone();
-    let location = blocking(move || Ok(source.locate(&lookup)?))
-        .await?
-        .ok_or_else(|| ApiError::BlobUnknown(digest.to_string()))?;
+    let (location, file) = blocking(move || {
+        let Some(location) = source.locate(&lookup)? else {
+            return Err(ApiError::BlobUnknown(lookup.to_string()));
+        };
+        let file = if is_head {
+            None
+        } else {
+            Some(std::fs::File::open(&location.path)?)
+        };
+        Ok((location, file))
+    })
+    .await?;
     let size = location.size;
     let range = match request_headers
         .get(header::RANGE)
@@ -518,22 +530,43 @@ async fn get_blob(
             &format!("bytes {first}-{last}/{size}"),
         );
     }
-    let body = if is_head || length == 0 {
-        Body::empty()
-    } else {
-        stream_region(&location, start, length).await?
+    let body = match file {
+        Some(file) if length > 0 => stream_region(file, location.offset + start, length),
+        _ => Body::empty(),
     };
     Ok((status, headers, body).into_response())
 }
 
-/// A body streaming `length` bytes of `location` from `start`, in fixed-size chunks.
-async fn stream_region(location: &BlobLocation, start: u64, length: u64) -> io::Result<Body> {
-    let mut file = tokio::fs::File::open(&location.path).await?;
-    file.seek(SeekFrom::Start(location.offset + start)).await?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(length), CHUNK_SIZE);
-    Ok(Body::from_stream(stream.map(|chunk| {
-        chunk.inspect_err(|e| tracing::warn!("registry: reading blob failed: {e}"))
-    })))
+/// A body streaming `length` bytes of `file` from `at`: a blocking task reads
+/// [`CHUNK_SIZE`] at a time with positioned reads, each into the chunk it sends, and
+/// waits while [`CHUNKS_AHEAD`] chunks are queued. A client that goes away closes
+/// the channel, which stops the reader.
+fn stream_region(file: std::fs::File, at: u64, length: u64) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt as _;
+        let mut offset = at;
+        let end = at + length;
+        while offset < end {
+            let want = usize::try_from((end - offset).min(CHUNK_SIZE as u64)).unwrap_or(CHUNK_SIZE);
+            let mut chunk = vec![0u8; want];
+            let read = match file.read_exact_at(&mut chunk, offset) {
+                Ok(()) => Ok(bytes::Bytes::from(chunk)),
+                Err(e) => {
+                    tracing::warn!("registry: reading blob failed: {e}");
+                    Err(e)
+                }
+            };
+            let failed = read.is_err();
+            if tx.blocking_send(read).is_err() || failed {
+                return;
+            }
+            offset += want as u64;
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }))
 }
 
 /// Apply `?n=` and `?last=` to a sorted list; returns the page and whether more follow.

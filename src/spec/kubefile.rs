@@ -1172,80 +1172,35 @@ impl VersionRange {
                 .unwrap_or(("", t));
                 let v = parse_partial(rest).ok_or_else(|| bad(t))?;
                 let exact = v.iter().all(Option::is_some);
-                match op {
-                    "ge" => set.push(Comparator {
-                        op: Op::Ge,
-                        version: lower(v),
-                    }),
-                    "gt" if exact => set.push(Comparator {
-                        op: Op::Gt,
-                        version: lower(v),
-                    }),
-                    "gt" => set.push(Comparator {
-                        op: Op::Ge,
-                        version: upper_exclusive(v),
-                    }),
-                    "lt" => set.push(Comparator {
-                        op: Op::Lt,
-                        version: lower(v),
-                    }),
-                    "le" if exact => set.push(Comparator {
-                        op: Op::Le,
-                        version: lower(v),
-                    }),
-                    "le" => set.push(Comparator {
-                        op: Op::Lt,
-                        version: upper_exclusive(v),
-                    }),
-                    "ne" if exact => set.push(Comparator {
-                        op: Op::Ne,
-                        version: lower(v),
-                    }),
+                let (lo, up) = (lower(v), upper_exclusive(v));
+                // `~1.2` and `^1.2`, and partial versions (`1.2` = `>=1.2.0 <1.3.0`), are ranges.
+                let range = |upper| vec![(Op::Ge, lo), (Op::Lt, upper)];
+                let comparators = match op {
+                    "ge" => vec![(Op::Ge, lo)],
+                    "gt" if exact => vec![(Op::Gt, lo)],
+                    "gt" => vec![(Op::Ge, up)],
+                    "lt" => vec![(Op::Lt, lo)],
+                    "le" if exact => vec![(Op::Le, lo)],
+                    "le" => vec![(Op::Lt, up)],
+                    "ne" if exact => vec![(Op::Ne, lo)],
                     "ne" => return Err(bad(t)),
-                    "tilde" => {
-                        let upper = match v {
-                            [Some(a), Some(b), _] => [a, b + 1, 0],
-                            _ => upper_exclusive(v),
-                        };
-                        set.push(Comparator {
-                            op: Op::Ge,
-                            version: lower(v),
-                        });
-                        set.push(Comparator {
-                            op: Op::Lt,
-                            version: upper,
-                        });
-                    }
-                    "caret" => {
-                        let upper = match v {
-                            [Some(0), Some(b), _] => [0, b + 1, 0],
-                            [Some(a), _, _] => [a + 1, 0, 0],
-                            _ => upper_exclusive(v),
-                        };
-                        set.push(Comparator {
-                            op: Op::Ge,
-                            version: lower(v),
-                        });
-                        set.push(Comparator {
-                            op: Op::Lt,
-                            version: upper,
-                        });
-                    }
-                    _ if exact => set.push(Comparator {
-                        op: Op::Eq,
-                        version: lower(v),
+                    "tilde" => range(match v {
+                        [Some(a), Some(b), _] => [a, b + 1, 0],
+                        _ => up,
                     }),
-                    _ => {
-                        set.push(Comparator {
-                            op: Op::Ge,
-                            version: lower(v),
-                        });
-                        set.push(Comparator {
-                            op: Op::Lt,
-                            version: upper_exclusive(v),
-                        });
-                    }
-                }
+                    "caret" => range(match v {
+                        [Some(0), Some(b), _] => [0, b + 1, 0],
+                        [Some(a), _, _] => [a + 1, 0, 0],
+                        _ => up,
+                    }),
+                    _ if exact => vec![(Op::Eq, lo)],
+                    _ => range(up),
+                };
+                set.extend(
+                    comparators
+                        .into_iter()
+                        .map(|(op, version)| Comparator { op, version }),
+                );
                 i += 1;
             }
             alternatives.push(set);

@@ -28,18 +28,19 @@ rm "$WORK/binaries"
 printf 'FROM scratch\nCOPY bin bin/\nCOPY images images/\n' >"$WORK/ctx/Kubefile"
 echo "context: $(du -sm "$WORK/ctx" | cut -f1) MiB"
 
-# Seconds taken by "$@", after a sync so earlier writes do not count.
+# Wall seconds taken by "$@", after a sync so earlier writes do not count, and in
+# brackets the CPU seconds (user + system, children included): on a shared machine the
+# CPU time says more than the wall time.
 t() {
 	sync
-	start=$(date +%s.%N)
-	"$@" >/dev/null 2>&1
-	end=$(date +%s.%N)
-	echo "$end - $start" | bc
+	/usr/bin/time -f '%e %U %S' -o "$WORK/time" "$@" >/dev/null 2>&1
+	read -r wall user sys <"$WORK/time"
+	echo "$wall ($(echo "$user + $sys" | bc) cpu)"
 }
 for run in $(seq 1 "$RUNS"); do
 	rm -rf "$WORK/store" "$WORK/ref.tar.zst"
 	ref=$(t sh -c "tar -C '$WORK/ctx' -cf - bin images | zstd -T0 -3 -q -o '$WORK/ref.tar.zst'")
 	build=$(t "$AIRLOCK" --root "$WORK/store" build -t bench:v1 "$WORK/ctx")
 	rebuild=$(t "$AIRLOCK" --root "$WORK/store" build -t bench:v1 "$WORK/ctx")
-	echo "run $run: tar|zstd -T0 -3 ${ref} s ($(du -m "$WORK/ref.tar.zst" | cut -f1) MiB)  airlock build ${build} s ($(du -sm "$WORK/store/blobs" | cut -f1) MiB)  rebuild ${rebuild} s"
+	echo "run $run (load $(cut -d' ' -f1 /proc/loadavg)): tar|zstd -T0 -3 ${ref} s ($(du -m "$WORK/ref.tar.zst" | cut -f1) MiB)  airlock build ${build} s ($(du -sm "$WORK/store/blobs" | cut -f1) MiB)  rebuild ${rebuild} s"
 done

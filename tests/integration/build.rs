@@ -181,6 +181,17 @@ fn build_is_reproducible_and_images_round_trip_through_skopeo() {
     assert!(!String::from_utf8_lossy(&fresh.stderr).contains("cached"));
     assert_eq!(digest_of(&ok(fresh)), d1);
 
+    // A file changed in place (same size): its step is written again, the image
+    // differs; put back (new mtime, old content): the digest is d1 again.
+    let tool = ctx1.path().join("bin/tool");
+    let original = std::fs::read(&tool).unwrap();
+    std::fs::write(&tool, "#!/bin/sh\necho TOOL\n").unwrap();
+    let changed = build(root1.path(), ctx1.path(), &[]);
+    let changed_stderr = String::from_utf8_lossy(&changed.stderr).into_owned();
+    assert_ne!(digest_of(&ok(changed)), d1, "{changed_stderr}");
+    std::fs::write(&tool, &original).unwrap();
+    assert_eq!(digest_of(&ok(build(root1.path(), ctx1.path(), &[]))), d1);
+
     // The image reads back with the library API and unpacks.
     let store = Store::open(root1.path()).unwrap();
     let image = ClusterImage::load(&store, "docker.io/library/demo:v1").unwrap();
@@ -675,4 +686,104 @@ fn images_from_a_registry_keep_their_digests_and_from_pulls_the_base() {
         image.primary().manifest.layers
     );
     assert_eq!(child.container_images, image.container_images);
+}
+
+/// `docker-archive:` sources: an image served by Debian's docker-registry (with a
+/// gzip layer), saved with `skopeo copy ... docker-archive:`, is taken from the
+/// archive with the archive's config and layer digests.
+#[test]
+fn images_from_a_docker_archive_keep_config_and_layer_digests() {
+    let Some(_) = crate::support::require("skopeo") else {
+        return;
+    };
+    let Some(registry) = crate::support::DockerRegistry::start(None) else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    let work = tempfile::tempdir().unwrap();
+    let Some(layout) = crate::support::busybox_layout(&work.path().join("layout"), "1.36") else {
+        return;
+    };
+    let remote = format!("docker://{addr}/library/busybox:1.36");
+    ok(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "--dest-compress"])
+        .arg(format!("oci:{}:{}", layout.dir.display(), layout.tag))
+        .arg(&remote)
+        .output()
+        .unwrap());
+    let archive = work.path().join("busybox.tar");
+    ok(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(&remote)
+        .arg(format!(
+            "docker-archive:{}:docker.io/library/busybox:1.36",
+            archive.display()
+        ))
+        .output()
+        .unwrap());
+    let inspected: serde_json::Value = serde_json::from_slice(&ok_bytes(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("docker-archive:{}", archive.display()))
+            .output()
+            .unwrap(),
+    ))
+    .unwrap();
+
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        "FROM scratch\nCOPY images.txt .\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("images.txt"), "busybox:1.36\n").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let source = format!("docker-archive:{}", archive.display());
+    let list = ctx.path().join("images.txt");
+    ok(airlock(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            "from-archive:v1",
+            "--image-source",
+            &source,
+            "--image-list",
+            list.to_str().unwrap(),
+            ctx.path().to_str().unwrap(),
+        ],
+    ));
+    let store = Store::open(root.path()).unwrap();
+    let image = ClusterImage::load(&store, "docker.io/library/from-archive:v1").unwrap();
+    let (reference, top) = &image.container_images[0];
+    assert_eq!(reference.to_string(), "docker.io/library/busybox:1.36");
+    assert_eq!(top.media_type, oci::MEDIA_TYPE_DOCKER_MANIFEST);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.blob_path(&top.digest)).unwrap()).unwrap();
+    assert_eq!(manifest["config"]["digest"], inspected["config"]["digest"]);
+    assert_eq!(manifest["config"]["size"], inspected["config"]["size"]);
+    let ours = manifest["layers"].as_array().unwrap();
+    let theirs = inspected["layers"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (o, t) in ours.iter().zip(theirs) {
+        assert_eq!((&o["digest"], &o["size"]), (&t["digest"], &t["size"]));
+        // skopeo calls the uncompressed tar `tar.gzip`; airlock says what it is.
+        assert_eq!(
+            o["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar"
+        );
+    }
+    // The archive's layer is the uncompressed tar the registry's gzip layer holds.
+    assert_eq!(ours[0]["digest"], layout.layer_digest.as_str());
+    let layer = store.blob_path(&ours[0]["digest"].as_str().unwrap().parse().unwrap());
+    assert_eq!(std::fs::read(layer).unwrap(), layout.layer);
+}
+
+fn ok_bytes(out: Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

@@ -19,6 +19,7 @@ use airlock::spec::reference::Reference;
 
 use crate::support::{self, Layout};
 
+mod helper;
 mod tls;
 mod token;
 
@@ -226,6 +227,16 @@ async fn registry_serves_blobs_with_ranges_and_oci_errors() {
         r.bytes().await.unwrap().as_ref(),
         &c.layout.layer[100..1100]
     );
+    // A range across the server's read chunks (512 KiB) and to the end.
+    let from = total / 3;
+    let r = http
+        .get(&blob)
+        .header("range", format!("bytes={from}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &c.layout.layer[from..]);
 
     let r = http
         .get(&blob)

@@ -4,7 +4,7 @@
 set -eu
 packages="openssh-server openssh-client containerd runc docker-registry skopeo etcd-server
 etcd-client busybox-static makeself xorriso iptables iproute2 musl-tools sshpass zstd sudo
-tmux procps psmisc ca-certificates"
+tmux procps psmisc ca-certificates golang-docker-credential-helpers pass gnupg curl shellcheck"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

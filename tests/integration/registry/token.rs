@@ -32,6 +32,10 @@ struct Tokens {
     issued: Mutex<HashMap<String, String>>,
     /// Every scope asked for, in order.
     requests: Mutex<Vec<String>>,
+    /// Blob upload PUTs let through the gate so far.
+    puts: Mutex<usize>,
+    /// At this PUT every token expires (the PUT gets `401`).
+    expire_at_put: Mutex<Option<usize>>,
 }
 
 /// `GET /token?service=..&scope=..`: a token for the scope, to the right user only.
@@ -89,9 +93,24 @@ async fn gate(State(tokens): State<Arc<Tokens>>, request: Request, next: Next) -
         }
         (None, _) => false,
     };
+    let is_upload = request.method() == "PUT" && request.uri().path().contains("/blobs/uploads/");
+    if allowed && is_upload {
+        let mut puts = tokens.puts.lock().unwrap();
+        *puts += 1;
+        if Some(*puts) == *tokens.expire_at_put.lock().unwrap() {
+            tokens.issued.lock().unwrap().clear();
+            drop(puts);
+            return challenge(&tokens, needed);
+        }
+    }
     if allowed {
         return next.run(request).await;
     }
+    challenge(&tokens, needed)
+}
+
+/// `401` with the Bearer challenge for `needed`.
+fn challenge(tokens: &Tokens, needed: Option<String>) -> Response {
     let realm = tokens.realm.lock().unwrap().clone();
     let mut challenge = format!("Bearer realm=\"{realm}\",service=\"airlock-test\"");
     if let Some(scope) = needed {
@@ -200,5 +219,46 @@ async fn client_gets_bearer_tokens_for_pull_and_push_scopes() {
         );
         assert!(!err.to_string().contains("wrong"), "password leaked: {err}");
     }
+    server.abort();
+}
+
+/// Issue 4: a token that expires in the middle of a push (the registry answers a
+/// blob PUT with `401`) is renewed and the blob is sent again, whole: the file is
+/// opened afresh for the second attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_expiring_mid_push_is_renewed_and_the_blob_sent_again() {
+    let Some(c) = cluster() else { return };
+    let target = tempfile::tempdir().unwrap();
+    let target_store = Store::open(target.path()).unwrap();
+    let (addr, tokens, server) = serve_gated(&target_store).await;
+    *tokens.expire_at_put.lock().unwrap() = Some(2);
+    let destination: Reference = format!("{addr}/team/expiry:v1").parse().unwrap();
+    let cluster = c.store.resolve("docker.io/library/demo:v1").unwrap();
+    let summary = client_as(&addr, Some(PASSWORD))
+        .push(&c.store, &cluster, &destination)
+        .await
+        .unwrap();
+    let puts = *tokens.puts.lock().unwrap();
+    assert!(
+        puts > 2,
+        "the token never expired: {puts} PUTs, {summary:?}"
+    );
+    let asked = tokens.requests.lock().unwrap().clone();
+    assert_eq!(
+        asked
+            .iter()
+            .filter(|s| *s == "repository:team/expiry:pull,push")
+            .count(),
+        2,
+        "{asked:?}"
+    );
+    // Every blob arrived whole: the registry verified each digest, and a pull
+    // verifies them again.
+    let back = tempfile::tempdir().unwrap();
+    let again = client_as(&addr, Some(PASSWORD))
+        .pull(&Store::open(back.path()).unwrap(), &destination, &[])
+        .await
+        .unwrap();
+    assert_eq!(again.digest, c.index_digest);
     server.abort();
 }
