@@ -14,6 +14,7 @@ pub mod images;
 pub mod iso;
 pub mod join;
 pub mod key;
+pub mod progress;
 pub mod registry;
 pub mod reset;
 pub mod run;

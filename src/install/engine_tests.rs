@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::*;
 use crate::image::oci::{Platform, RootfsConfig, RootfsDiffIds};
 use crate::image::store::{Store, to_json};
+use crate::install::limits;
 use crate::remote::fake::{FakeCall, FakeRemote, FakeReply};
 use crate::spec::clusterfile::Clusterfile;
 
@@ -138,6 +139,10 @@ fn setup(configure: impl Fn(IpAddr, &FakeRemote)) -> Fixture {
         remotes,
         reporter: Arc::new(move |e: Event| sink.lock().unwrap().push(e)),
         scale_up: BTreeSet::new(),
+        limits: limits::Limits {
+            backoff: std::time::Duration::ZERO,
+            ..limits::Limits::default()
+        },
     };
     Fixture {
         _dir: dir,
@@ -244,6 +249,7 @@ async fn fresh_install_runs_each_step_where_it_belongs() {
                 host,
                 step,
                 state: StepState::Done,
+                ..
             } if *host == ip("198.18.0.2") => Some(*step),
             _ => None,
         })
@@ -290,6 +296,7 @@ async fn generic_runtime_inits_the_first_master_and_joins_the_others_in_turn() {
                 host,
                 step: s @ (StepId::Init | StepId::Join),
                 state: StepState::Started | StepState::Done,
+                ..
             } => Some((*host, *s)),
             _ => None,
         })
@@ -412,7 +419,11 @@ async fn failure_names_host_and_step_and_stops_before_launch() {
         err.contains("disk full") && err.contains("exited with 3"),
         "{err}"
     );
-    assert!(err.contains("run the same command again"), "{err}");
+    assert!(
+        err.contains("3 tries, the last: `/var/lib/airlock/bin/airlock --root /var/lib/airlock/store agent unpack")
+            && err.contains("last lines of stderr:\n    disk full"),
+        "{err}"
+    );
     let master = &f.fakes[&ip("198.18.0.2")];
     assert!(
         !ran_script(master, REGISTRY),
@@ -423,5 +434,205 @@ async fn failure_names_host_and_step_and_stops_before_launch() {
     assert!(
         failed.contains("blobs ") && !failed.contains("unpack "),
         "{failed}"
+    );
+}
+
+fn limits_with(f: &mut Fixture, change: impl FnOnce(&mut limits::Limits)) {
+    change(&mut f.install.limits);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_command_times_out_naming_host_step_and_command() {
+    let mut f = setup(|ip, fake| {
+        if ip.to_string() == "198.18.0.2" {
+            fake.on(&["sh", "-c", "sh scripts/launch.sh"], FakeReply::Hang);
+        }
+    });
+    limits_with(&mut f, |l| {
+        l.timeouts
+            .insert("launch".into(), std::time::Duration::from_secs(90));
+    });
+    let err = f.install.run().await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "step launch failed on 198.18.0.2: `sh -c 'sh scripts/launch.sh' (in /var/lib/airlock/rootfs)` timed out after 90s (raise it with --step-timeout launch=DURATION or spec.stepTimeouts in the Clusterfile)"
+    );
+    // The host was told the limit too, so the command does not run on unseen.
+    let launch = f.fakes[&ip("198.18.0.2")]
+        .calls()
+        .into_iter()
+        .find_map(|c| match c {
+            FakeCall::Run(cmd)
+                if cmd.argv.get(2).map(String::as_str) == Some("sh scripts/launch.sh") =>
+            {
+                Some(cmd)
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        launch
+            .timeout
+            .is_some_and(|t| t <= std::time::Duration::from_secs(90))
+    );
+    let events = f.events.lock().unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Step { step: StepId::Launch, state: StepState::Failed(why), elapsed_ms, .. }
+            if why.contains("timed out after 90s") && *elapsed_ms >= 90_000
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retryable_step_that_fails_twice_then_succeeds_is_retried_with_backoff() {
+    let mut f = setup(|ip, fake| {
+        if ip.to_string() == "198.18.0.2" {
+            fake.on_times(
+                &["sh", "-c", REGISTRY],
+                FakeReply::fail(1, "address in use"),
+                2,
+            );
+        }
+    });
+    limits_with(&mut f, |l| l.backoff = std::time::Duration::from_secs(2));
+    f.install.run().await.unwrap();
+    let registry_runs = f.fakes[&ip("198.18.0.2")]
+        .commands()
+        .iter()
+        .filter(|a| a.len() > 2 && a[2] == REGISTRY)
+        .count();
+    assert_eq!(registry_runs, 3);
+    let events = f.events.lock().unwrap();
+    let retries: Vec<(u32, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Retry {
+                step: StepId::Registry,
+                attempt,
+                wait_ms,
+                reason,
+                ..
+            } => {
+                assert!(reason.contains("address in use"), "{reason}");
+                Some((*attempt, *wait_ms))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries, [(2, 2000), (3, 4000)]);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Step {
+            step: StepId::Registry,
+            state: StepState::Done,
+            ..
+        }
+    )));
+}
+
+#[tokio::test]
+async fn init_is_not_retried() {
+    let f = setup(|ip, fake| {
+        if ip.to_string() == "198.18.0.2" {
+            fake.on_times(&["sh", "scripts/init.sh"], FakeReply::fail(1, "boom"), 1);
+        }
+    });
+    let err = f.install.run().await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("step init failed on 198.18.0.2: `sh scripts/init.sh"),
+        "{err}"
+    );
+    assert_eq!(
+        runs_of(&f.fakes[&ip("198.18.0.2")], &["sh", "scripts/init.sh"]),
+        1
+    );
+}
+
+/// Counts commands in flight across every host (a test gauge around the fakes). The
+/// fan-out's relays are left out: a relay chain spans every host by design.
+struct Gauge {
+    inner: Arc<FakeRemote>,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Remote for Gauge {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    async fn run(&self, cmd: &RemoteCommand) -> Result<crate::remote::Output, RemoteError> {
+        use std::sync::atomic::Ordering;
+        if cmd.argv.iter().any(|a| a == "relay") || cmd.argv[0] == "kill" {
+            return self.inner.run(cmd).await;
+        }
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+        let out = self.inner.run(cmd).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+
+    async fn upload(
+        &self,
+        source: &UploadSource,
+        path: &str,
+        mode: u32,
+    ) -> Result<(), RemoteError> {
+        self.inner.upload(source, path, mode).await
+    }
+}
+
+#[tokio::test]
+async fn no_more_hosts_at_once_than_max_parallel() {
+    for limit in [1, 2] {
+        let mut f = setup(|_, _| {});
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for (ip, fake) in &f.fakes {
+            let gauge = Gauge {
+                inner: fake.clone(),
+                running: running.clone(),
+                peak: peak.clone(),
+            };
+            f.install.remotes.insert(*ip, Arc::new(gauge));
+        }
+        f.install.limits.max_parallel = limit;
+        f.install.run().await.unwrap();
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), limit);
+    }
+}
+
+#[tokio::test]
+async fn the_plan_comes_first_and_lists_every_step_that_runs() {
+    let f = setup(|_, _| {});
+    f.install.run().await.unwrap();
+    let events = f.events.lock().unwrap();
+    let Some(Event::Plan { steps }) = events.first() else {
+        panic!("the first event is not the plan: {:?}", events.first());
+    };
+    let planned: Vec<(IpAddr, StepId)> = steps.iter().map(|s| (s.host, s.step)).collect();
+    let done: BTreeSet<(IpAddr, StepId)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step {
+                host,
+                step,
+                state: StepState::Done,
+                ..
+            } => Some((*host, *step)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(planned.iter().copied().collect::<BTreeSet<_>>(), done);
+    assert_eq!(planned.len(), done.len(), "no step twice in the plan");
+    let line = serde_json::to_string(&events[0]).unwrap();
+    assert!(
+        line.starts_with(r#"{"event":"plan","steps":[{"host":"198.18.0.2","step":"prepare"}"#),
+        "{line}"
     );
 }

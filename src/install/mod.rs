@@ -21,10 +21,13 @@ mod engine;
 mod event;
 mod files;
 pub mod journal;
+pub mod limits;
+mod plan;
 pub mod render;
 pub mod runtime;
+mod tracked;
 
 pub(crate) use engine::write_file;
 pub use engine::{ImagePlan, Install, InstallError, Phase, StepId};
-pub use event::{Event, Reporter, StepState};
+pub use event::{Event, Finish, PlannedStep, Reporter, StepState};
 pub use files::{hosts_toml, mirror_domains};

@@ -87,6 +87,7 @@ impl WizardEngine for FakeEngine {
                     host: host.ip,
                     step,
                     state: StepState::Started,
+                    elapsed_ms: 0,
                 });
                 if step == StepId::Blobs {
                     reporter.event(install::Event::Transfer {
@@ -99,6 +100,7 @@ impl WizardEngine for FakeEngine {
                     host: host.ip,
                     step,
                     state: StepState::Done,
+                    elapsed_ms: 1,
                 });
             }
         }

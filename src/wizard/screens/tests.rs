@@ -160,6 +160,7 @@ fn step(s: &mut State, host: &str, step: StepId, state: StepState) {
             host: ip(host),
             step,
             state,
+            elapsed_ms: 0,
         }),
     );
 }
