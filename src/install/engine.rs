@@ -421,6 +421,8 @@ impl Install {
     /// Run every step on every host; hosts in parallel (at most
     /// [`Limits::max_parallel`] at once), steps in order.
     pub async fn run(&self) -> Result<(), InstallError> {
+        // Apps that cannot be launched stop the install before any host changes.
+        self.launch_commands(&self.env_for(self.spec.first_master()))?;
         let hosts = self.host_contexts().await?;
         self.reporter.event(Event::Plan {
             steps: self.planned_steps(),
@@ -983,24 +985,22 @@ impl Install {
     }
 
     async fn launch(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
-        let cmds = if self.spec.cmds.is_empty() {
-            self.plan.config.cmds.clone()
-        } else {
-            self.spec.cmds.clone()
-        };
         let env = self.env_for(h.host);
+        let cmds = self.launch_commands(&env)?;
         let mut parts: Vec<String> = vec![self.plan.top.digest.to_string()];
-        parts.extend(cmds.iter().cloned());
-        parts.extend(fingerprint_env(&env));
+        for c in &cmds {
+            parts.push(c.cmd.clone());
+            parts.push(c.dir.clone());
+            parts.extend(fingerprint_env(&c.env));
+        }
         let parts_ref: Vec<&str> = parts.iter().map(String::as_str).collect();
-        let rootfs = format!("{}/rootfs", self.data_root());
         self.step(h, StepId::Launch, fingerprint(&parts_ref), || async {
-            for cmd in &cmds {
+            for c in &cmds {
                 let mut rc = RemoteCommand::new("sh")
-                    .args(["-c", cmd.as_str()])
-                    .cwd(rootfs.as_str())
+                    .args(["-c", c.cmd.as_str()])
+                    .cwd(c.dir.as_str())
                     .sudo();
-                for (k, v) in &env {
+                for (k, v) in &c.env {
                     rc = rc.env(k.as_str(), v.as_str());
                 }
                 self.run_logged(h, &rc).await?;

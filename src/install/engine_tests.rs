@@ -13,7 +13,7 @@ use crate::spec::clusterfile::Clusterfile;
 
 /// A store holding a tiny cluster image `docker.io/library/demo:v1` with one
 /// container image, built by hand.
-fn fixture() -> (tempfile::TempDir, Store) {
+fn fixture(change: &dyn Fn(&mut ClusterConfig)) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let put = |bytes: &[u8], media: &str| {
@@ -51,6 +51,8 @@ fn fixture() -> (tempfile::TempDir, Store) {
             ..ClusterConfig::default()
         },
     };
+    let mut config = config;
+    change(&mut config.airlock);
     let config = put(&to_json(&config), oci::MEDIA_TYPE_CONFIG);
     let manifest = manifest_bytes(&config, &layer);
     let mut rootfs = put(&manifest, oci::MEDIA_TYPE_MANIFEST);
@@ -110,8 +112,16 @@ struct Fixture {
 }
 
 fn setup(configure: impl Fn(IpAddr, &FakeRemote)) -> Fixture {
-    let (dir, store) = fixture();
-    let spec = Clusterfile::parse("Clusterfile", CLUSTERFILE)
+    setup_with(CLUSTERFILE, &|_| {}, configure)
+}
+
+fn setup_with(
+    clusterfile: &str,
+    change: &dyn Fn(&mut ClusterConfig),
+    configure: impl Fn(IpAddr, &FakeRemote),
+) -> Fixture {
+    let (dir, store) = fixture(change);
+    let spec = Clusterfile::parse("Clusterfile", clusterfile)
         .unwrap()
         .resolve(&|_| None)
         .unwrap();
@@ -634,5 +644,133 @@ async fn the_plan_comes_first_and_lists_every_step_that_runs() {
     assert!(
         line.starts_with(r#"{"event":"plan","steps":[{"host":"198.18.0.2","step":"prepare"}"#),
         "{line}"
+    );
+}
+
+fn apps(config: &mut ClusterConfig) {
+    let app = |name: &str, kind: &str, files: &[&str]| oci::AppConfig {
+        name: name.into(),
+        role: "app".into(),
+        kind: kind.into(),
+        files: files
+            .iter()
+            .map(|f| format!("application/apps/{name}/{f}"))
+            .collect(),
+        ..oci::AppConfig::default()
+    };
+    let mut shell = app("greeter", "shell", &["greet.sh"]);
+    shell.env.insert("WHO".into(), "world".into());
+    let mut custom = app("custom", "untyped", &["x.bin"]);
+    custom.cmds = vec!["./x.bin --serve".into()];
+    config.apps = vec![
+        app("web", "kube", &["web.yaml"]),
+        app("chart", "helm", &["mychart"]),
+        shell,
+        custom,
+        app("blob", "untyped", &["y.bin"]),
+    ];
+    config.launch = vec![
+        "web".into(),
+        "chart".into(),
+        "greeter".into(),
+        "custom".into(),
+    ];
+}
+
+/// `(cmd, cwd, env)` of a command.
+type Ran = (String, String, Vec<(String, String)>);
+
+/// `(cmd, cwd, env)` of every `sh -c` launch-time command run on the first master.
+fn launched(f: &Fixture) -> Vec<Ran> {
+    f.fakes[&ip("198.18.0.2")]
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            FakeCall::Run(cmd) if cmd.argv.len() == 3 && cmd.argv[1] == "-c" => {
+                Some((cmd.argv[2].clone(), cmd.cwd.unwrap_or_default(), cmd.env))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn launch_runs_cmds_then_each_app_by_type_in_its_dir_with_its_env() {
+    let f = setup_with(CLUSTERFILE, &apps, |_, _| {});
+    f.install.run().await.unwrap();
+    let ran = launched(&f);
+    let apps_dir = "/var/lib/airlock/rootfs/application/apps";
+    let got: Vec<(&str, &str)> = ran
+        .iter()
+        .map(|(c, d, _)| (c.as_str(), d.as_str()))
+        .filter(|(c, _)| !c.starts_with("echo "))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("sh scripts/launch.sh", "/var/lib/airlock/rootfs"),
+            (
+                "kubectl apply -f /var/lib/airlock/rootfs/application/apps/web",
+                &*format!("{apps_dir}/web")
+            ),
+            (
+                "helm install chart /var/lib/airlock/rootfs/application/apps/chart/mychart",
+                &*format!("{apps_dir}/chart")
+            ),
+            (
+                "sh /var/lib/airlock/rootfs/application/apps/greeter/greet.sh",
+                &*format!("{apps_dir}/greeter")
+            ),
+            ("./x.bin --serve", &*format!("{apps_dir}/custom")),
+        ]
+    );
+    let greeter_env = &ran
+        .iter()
+        .find(|(c, _, _)| c.contains("greet.sh"))
+        .unwrap()
+        .2;
+    assert!(greeter_env.contains(&("WHO".to_string(), "world".to_string())));
+    assert!(greeter_env.contains(&("GREETING".to_string(), "hello".to_string())));
+}
+
+#[tokio::test]
+async fn application_documents_override_the_launch_list_cmds_and_env() {
+    let cf = format!(
+        "{CLUSTERFILE}---\napiVersion: app.sealer.io/v1beta1\nkind: Application\nmetadata: {{name: a}}\nspec:\n  launchApps: [greeter]\n  configs:\n  - name: greeter\n    env: [WHO=operator]\n    launch:\n      cmds: [sh greet.sh --loud]\n"
+    );
+    let f = setup_with(&cf, &apps, |_, _| {});
+    f.install.run().await.unwrap();
+    let ran: Vec<_> = launched(&f)
+        .into_iter()
+        .filter(|(c, _, _)| !c.starts_with("echo "))
+        .collect();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert_eq!(ran[1].0, "sh greet.sh --loud");
+    assert!(
+        ran[1]
+            .2
+            .contains(&("WHO".to_string(), "operator".to_string()))
+    );
+}
+
+#[tokio::test]
+async fn an_untyped_app_without_commands_or_an_unknown_app_is_refused() {
+    let only = |names: &'static [&'static str]| {
+        move |c: &mut ClusterConfig| {
+            apps(c);
+            c.launch = names.iter().map(|n| (*n).to_string()).collect();
+        }
+    };
+    let f = setup_with(CLUSTERFILE, &only(&["blob"]), |_, _| {});
+    let err = f.install.run().await.unwrap_err().to_string();
+    assert!(
+        err.contains("app \"blob\" is untyped") && err.contains("APPCMDS blob"),
+        "{err}"
+    );
+    let f = setup_with(CLUSTERFILE, &only(&["nope"]), |_, _| {});
+    let err = f.install.run().await.unwrap_err().to_string();
+    assert!(
+        err.contains("no such app (it has: web, chart, greeter, custom, blob)"),
+        "{err}"
     );
 }
