@@ -329,36 +329,44 @@ pub(crate) fn ips_text(ips: impl Iterator<Item = IpAddr>) -> String {
 }
 
 /// Keep the cluster's state on its first master: `<data root>/cluster/Clusterfile`
-/// (no secrets) and `state.json` (the journal), both 0600.
+/// (no secrets) and `state.json` (the journal), both 0600; `airlock cluster fetch`
+/// reads them back on another operator machine.
 async fn record_on_first_master(
     install: &Install,
     cf: &Clusterfile,
     j: &Journal,
 ) -> anyhow::Result<()> {
-    let first = install.spec.first_master().ip;
-    let remote = install
-        .remotes
+    record_state(&install.spec, &install.remotes, cf, j).await
+}
+
+/// [`record_on_first_master`] for any connected cluster.
+pub(crate) async fn record_state(
+    spec: &ClusterSpec,
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    cf: &Clusterfile,
+    j: &Journal,
+) -> anyhow::Result<()> {
+    let first = spec.first_master().ip;
+    let remote = remotes
         .get(&first)
         .context("the first master is not connected")?;
-    let dir = format!("{}/cluster", install.spec.data_root);
-    write_file(
-        remote.as_ref(),
-        &format!("{dir}/Clusterfile"),
-        cf.to_yaml_without_secrets().as_bytes(),
-        "600",
-    )
-    .await
-    .with_context(|| format!("keeping the cluster's state on {first}"))?;
-    write_file(
-        remote.as_ref(),
-        &format!("{dir}/state.json"),
-        &j.to_json(),
-        "600",
-    )
-    .await
-    .with_context(|| format!("keeping the cluster's state on {first}"))?;
+    let dir = format!("{}/cluster", spec.data_root);
+    for (name, bytes) in [
+        (
+            journal::CLUSTERFILE,
+            cf.to_yaml_without_secrets().into_bytes(),
+        ),
+        (STATE_FILE, j.to_json()),
+    ] {
+        write_file(remote.as_ref(), &format!("{dir}/{name}"), &bytes, "600")
+            .await
+            .with_context(|| format!("keeping the cluster's state on {first}"))?;
+    }
     Ok(())
 }
+
+/// The journal's file name under `<data root>/cluster/` on the first master.
+pub(crate) const STATE_FILE: &str = "state.json";
 
 /// Who goes when hosts are cleaned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

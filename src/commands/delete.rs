@@ -159,6 +159,9 @@ async fn delete(
             j.hosts.remove(ip);
         }
         j.save(&dir, 0)?;
+        let mut staying = spec.clone();
+        staying.hosts.retain(|h| !gone_set.contains(&h.ip));
+        cluster::record_state(&staying, &remotes, &cf, &j).await?;
     }
     Ok(format!(
         "removed {} from cluster {}",

@@ -352,13 +352,46 @@ fn etcd_cluster_lifecycle_on_systemd_testbed_hosts() {
         "state.json on the first master",
     );
 
-    // A re-run changes nothing.
-    let again = run(&three, "run");
+    // A re-run changes nothing; with -o json, stdout is one event per line: the plan
+    // first, every step skipped, `finished` last.
+    let out = airlock(&store)
+        .args([
+            "run",
+            "-o",
+            "json",
+            "--max-parallel",
+            "2",
+            "--step-timeout",
+            "10m",
+            "-f",
+        ])
+        .arg(&three)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    let again = ok(out.clone(), "run -o json");
     let redone: Vec<&str> = again
         .lines()
         .filter(|l| l.ends_with(" done") && !l.ends_with("already done"))
         .collect();
     assert!(redone.is_empty(), "a re-run redid {redone:?}:\n{again}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(events[0]["event"], "plan", "{events:?}");
+    let planned = events[0]["steps"].as_array().unwrap().len();
+    let skipped = events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["state"]["state"] == "skipped")
+        .count();
+    assert_eq!(planned, skipped, "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(
+        (&last["event"], &last["result"]["status"]),
+        (&"finished".into(), &"ok".into()),
+        "{last}"
+    );
 
     // status from the journal.
     let status = airlock(&store)
@@ -380,6 +413,32 @@ fn etcd_cluster_lifecycle_on_systemd_testbed_hosts() {
     run(&five, "apply");
     assert_eq!(members(&tb), names(&h[..5]));
     assert_eq!(healthy(&tb).matches("is healthy").count(), 5);
+    // Another operator machine: without this one's records, fetch them from the first
+    // master; status and the scale-down below work from what was fetched.
+    std::fs::remove_dir_all(store.join("clusters/etcd")).unwrap();
+    ok(
+        airlock(&store)
+            .args([
+                "cluster",
+                "fetch",
+                "--host",
+                &h[0].to_string(),
+                "-u",
+                "root",
+                "--pk",
+            ])
+            .arg(&tb.key)
+            .output()
+            .unwrap(),
+        "cluster fetch",
+    );
+    let status = airlock(&store)
+        .args(["status", "-o", "json"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(j["hosts"].as_object().unwrap().len(), 5, "{j}");
+    assert_eq!(j["outcome"]["state"], "installed", "{j}");
     run(&three, "apply");
     assert_eq!(members(&tb), names(&h[..3]));
     assert_eq!(healthy(&tb).matches("is healthy").count(), 3);
