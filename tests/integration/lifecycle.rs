@@ -18,13 +18,15 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn airlock(root: &Path) -> Command {
+/// The airlock binary with its store at `root`.
+pub(crate) fn airlock(root: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
     cmd.env("AIRLOCK_ROOT", root).env("NO_COLOR", "1");
     cmd
 }
 
-fn text(out: &Output) -> String {
+/// stdout then stderr.
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -32,7 +34,8 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn ok(out: Output, what: &str) -> String {
+/// Require success; stdout and stderr.
+pub(crate) fn ok(out: Output, what: &str) -> String {
     let t = text(&out);
     assert!(out.status.success(), "{what} failed ({}):\n{t}", out.status);
     t
