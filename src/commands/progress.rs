@@ -168,3 +168,67 @@ impl Reporter for Tee {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_limits_are_bad_input_and_good_ones_parse() {
+        let bad = EngineArgs {
+            max_parallel: Some(0),
+            ..EngineArgs::default()
+        };
+        let err = bad.overrides().unwrap_err();
+        assert!(err.is::<super::super::BadInput>(), "{err}");
+        let typo = EngineArgs {
+            step_timeout: vec!["blob=1h".into()],
+            ..EngineArgs::default()
+        };
+        let err = typo.overrides().unwrap_err().to_string();
+        assert!(err.contains("unknown step \"blob\""), "{err}");
+        let good = EngineArgs {
+            step_timeout: vec!["blobs=1h".into(), "5m".into()],
+            max_parallel: Some(4),
+            ..EngineArgs::default()
+        };
+        let o = good.overrides().unwrap();
+        assert_eq!(o.max_parallel, Some(4));
+        assert_eq!(o.per_step["blobs"], std::time::Duration::from_secs(3600));
+        assert_eq!(o.all_steps, Some(std::time::Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn a_failure_finishes_with_the_resume_command_and_comes_back_with_it() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let progress = Progress::new(
+            Arc::new(move |e: Event| sink.lock().unwrap().push(e)),
+            OutputArgs::default(),
+            Printer { quiet: true },
+        );
+        let err = progress
+            .finish(Err(anyhow::anyhow!("step init failed on 198.18.0.2: boom")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("step init failed on 198.18.0.2: boom\n  fix the cause, then resume"),
+            "{err}"
+        );
+        let events = seen.lock().unwrap();
+        let Some(Event::Finished {
+            result: Finish::Failed { error, resume },
+            ..
+        }) = events.last()
+        else {
+            panic!("{events:?}");
+        };
+        assert_eq!(error, "step init failed on 198.18.0.2: boom");
+        assert!(err.ends_with(resume.as_str()), "{err}");
+        let line = serde_json::to_string(events.last().unwrap()).unwrap();
+        assert!(
+            line.starts_with(r#"{"event":"finished","result":{"status":"failed","error":"#),
+            "{line}"
+        );
+    }
+}

@@ -458,12 +458,35 @@ fn etcd_cluster_lifecycle_on_systemd_testbed_hosts() {
         "join",
     );
     assert_eq!(members(&tb), names(&h[..4]));
-    ok(
-        airlock(&store)
-            .args(["delete", "--nodes", &h[3].to_string(), "--yes"])
-            .output()
-            .unwrap(),
-        "delete --nodes",
+    let deleted = airlock(&store)
+        .args([
+            "delete",
+            "-o",
+            "json",
+            "--nodes",
+            &h[3].to_string(),
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    ok(deleted.clone(), "delete --nodes");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&deleted.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(
+        events[0],
+        serde_json::json!({"event": "plan", "steps": [{"host": h[3].to_string(), "step": "clean"}]})
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step" && e["step"] == "clean" && e["state"]["state"] == "done")
+    );
+    assert_eq!(
+        events.last().unwrap()["result"]["status"],
+        "ok",
+        "{events:?}"
     );
     assert_eq!(members(&tb), names(&h[..3]));
     same_as_before(&before[3], &snapshot(&tb, 4), 4);
