@@ -483,7 +483,7 @@ async fn a_hanging_command_times_out_naming_host_step_and_command() {
     assert!(
         launch
             .timeout
-            .is_some_and(|t| t <= std::time::Duration::from_secs(90))
+            .is_some_and(|t| t <= std::time::Duration::from_secs(95))
     );
     let events = f.events.lock().unwrap();
     assert!(events.iter().any(|e| matches!(

@@ -4,7 +4,8 @@
 //!    [`Tracked::set_deadline`] before it starts.
 //! 2. Every command (or upload) records its description ([`describe`]) as the one in
 //!    flight, and a command with no time limit of its own gets the time left until the
-//!    deadline, so the host stops it too ([`RemoteCommand::timeout`]).
+//!    deadline (plus a few seconds), so the host stops it too
+//!    ([`RemoteCommand::timeout`]).
 //! 3. When a step times out, [`Tracked::current`] names the command it was waiting on.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,6 +16,9 @@ use tokio::time::Instant;
 use crate::remote::{
     LineSink, Output, ProgressSink, Remote, RemoteCommand, RemoteError, UploadReport, UploadSource,
 };
+
+/// How much longer than the step's deadline a command may run on the host.
+const GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct State {
@@ -60,8 +64,10 @@ impl Tracked {
         if cmd.timeout.is_none()
             && let Some(deadline) = s.deadline
         {
+            // A little past the deadline: the step's own limit fires first and names
+            // the step; the host still stops the command soon after.
             let left = deadline.saturating_duration_since(Instant::now());
-            cmd.timeout = Some(left.max(Duration::from_secs(1)));
+            cmd.timeout = Some(left + GRACE);
         }
         cmd
     }
@@ -160,7 +166,7 @@ mod tests {
             crate::remote::fake::FakeCall::Run(cmd) => cmd.timeout,
             crate::remote::fake::FakeCall::Upload { .. } => None,
         });
-        assert!(limit.is_some_and(|l| l <= Duration::from_secs(600)));
+        assert!(limit.is_some_and(|l| l <= Duration::from_secs(600) + GRACE));
         assert_eq!(
             describe(&RemoteCommand::new("sh").args(["-c", "kubectl apply -f ."])),
             "sh -c 'kubectl apply -f .'"
