@@ -774,3 +774,37 @@ async fn an_untyped_app_without_commands_or_an_unknown_app_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_upgrade_hook_runs_upgrade_plugins_only_where_in_scope() {
+    let cf = format!(
+        "{CLUSTERFILE}---\napiVersion: sealer.io/v1\nkind: Plugin\nmetadata: {{name: up}}\nspec:\n  type: SHELL\n  action: upgrade\n  scope: master\n  data: echo upgrading\n"
+    );
+    let f = setup_with(&cf, &|_| {}, |_, _| {});
+    f.install.run().await.unwrap();
+    let ran = |host: &str| {
+        f.fakes[&ip(host)]
+            .commands()
+            .iter()
+            .filter(|a| a.get(2).map(String::as_str) == Some("echo upgrading"))
+            .count()
+    };
+    assert_eq!(
+        ran("198.18.0.2"),
+        0,
+        "an install does not run the upgrade phase"
+    );
+    f.install.run_phase(Phase::Upgrade).await.unwrap();
+    assert_eq!((ran("198.18.0.2"), ran("198.18.0.3")), (1, 0));
+    assert_eq!(Phase::parse("Upgrade"), Some(Phase::Upgrade));
+    let events = f.events.lock().unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Step {
+            step: StepId::Plugin(Phase::Upgrade),
+            state: StepState::Done,
+            ..
+        }
+    )));
+    assert_eq!(StepId::Plugin(Phase::Upgrade).as_str(), "plugin-upgrade");
+}
