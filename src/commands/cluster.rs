@@ -2,13 +2,13 @@
 //! `status`) share: reading the Clusterfile or the stored state, converging hosts onto
 //! it, cleaning hosts, and keeping the journal.
 //!
-//! 1. [`read_clusterfile`] reads `-f FILE`; [`stored_clusterfile`] reads the one kept
+//! 1. `read_clusterfile` reads `-f FILE`; `stored_clusterfile` reads the one kept
 //!    under `<store>/clusters/<name>/` (secrets stripped: keys, `passwdEnv` and
 //!    `passwdFile` still work).
-//! 2. [`converge`] installs the image onto every host of the Clusterfile (finished steps
+//! 2. `converge` installs the image onto every host of the Clusterfile (finished steps
 //!    are skipped on hosts), first cleaning the hosts the journal has but the file no
 //!    longer lists (scale down), and running the scale-up plugins on hosts it adds.
-//! 3. [`clean`] runs `installer/reset.sh` on hosts (the runtime's uninstall, then
+//! 3. `clean` runs `installer/reset.sh` on hosts (the runtime's uninstall, then
 //!    everything airlock put there).
 //! 4. The journal and the Clusterfile are saved on the operator, atomically, after every
 //!    step event, and copied to `<data root>/cluster/` on the first master at the end.

@@ -14,7 +14,7 @@
 //!    script on every other host, one at a time.
 //! 8. **Launch**: run the image's `CMDS` on the first master, in the rootfs, then each
 //!    launched app (`LAUNCH`, or the Clusterfile's `Application`) by its type or its
-//!    `APPCMDS`, with its `APPENV` ([`apps`]).
+//!    `APPCMDS`, with its `APPENV` (`apps.rs`).
 //!
 //! Each step runs within a time limit and steps safe to repeat are retried
 //! ([`limits`]); hosts are worked on at most `--max-parallel` at once. Progress is a
