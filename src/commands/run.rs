@@ -105,13 +105,20 @@ pub(crate) async fn connect_all(
     }
 }
 
-/// Read-only checks on every host before anything changes.
+/// Read-only checks on every host before anything changes (at most `spec.maxParallel`
+/// hosts at once).
 pub(crate) async fn preflight(
     spec: &ClusterSpec,
     remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
 ) -> anyhow::Result<()> {
     let arch = std::env::consts::ARCH;
+    let gate = tokio::sync::Semaphore::new(
+        spec.max_parallel
+            .unwrap_or(crate::install::limits::DEFAULT_MAX_PARALLEL),
+    );
+    let gate = &gate;
     let checks = spec.hosts.iter().map(|host| async move {
+        let _permit = gate.acquire().await;
         let remote = &remotes[&host.ip];
         let out = remote
             .check(&RemoteCommand::new("uname").arg("-m").sudo())
