@@ -66,6 +66,9 @@ pub enum Command {
     Exec(commands::exec::ExecArgs),
     /// Show what airlock knows about a cluster.
     Status(commands::status::StatusArgs),
+    /// A cluster's record on this machine: fetch it from the cluster's first master.
+    #[command(subcommand)]
+    Cluster(commands::fetch::ClusterCommand),
     /// Push a cluster image to a registry (blobs it has are skipped).
     Push(commands::registry::PushArgs),
     /// Pull a cluster image from a registry into the local store.

@@ -21,6 +21,9 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Step timeouts, host concurrency, output format.
+    #[command(flatten)]
+    pub engine: super::progress::EngineArgs,
 }
 
 /// Converge the cluster to the Clusterfile.
@@ -28,5 +31,5 @@ pub async fn run(args: ApplyArgs, settings: &Settings, printer: Printer) -> anyh
     let cf = cluster::read_clusterfile(&args.file)?;
     let spec = cluster::resolve(&cf, settings)?;
     let from = cluster::store_source(settings, &spec.image)?;
-    cluster::converge(&cf, spec, from, args.yes, settings, printer).await
+    cluster::converge(&cf, spec, from, args.yes, &args.engine, settings, printer).await
 }

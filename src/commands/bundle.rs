@@ -322,6 +322,7 @@ fn run_bundle(
                 image: Some(image.clone()),
                 file: Some(args.file),
                 yes: args.yes,
+                engine: crate::commands::progress::EngineArgs::default(),
             };
             let source: Arc<dyn BlobSource> = Arc::new(bundle);
             async_runtime()?.block_on(crate::commands::run::run_from(

@@ -2,13 +2,13 @@
 //! `status`) share: reading the Clusterfile or the stored state, converging hosts onto
 //! it, cleaning hosts, and keeping the journal.
 //!
-//! 1. [`read_clusterfile`] reads `-f FILE`; [`stored_clusterfile`] reads the one kept
+//! 1. `read_clusterfile` reads `-f FILE`; `stored_clusterfile` reads the one kept
 //!    under `<store>/clusters/<name>/` (secrets stripped: keys, `passwdEnv` and
 //!    `passwdFile` still work).
-//! 2. [`converge`] installs the image onto every host of the Clusterfile (finished steps
+//! 2. `converge` installs the image onto every host of the Clusterfile (finished steps
 //!    are skipped on hosts), first cleaning the hosts the journal has but the file no
 //!    longer lists (scale down), and running the scale-up plugins on hosts it adds.
-//! 3. [`clean`] runs `installer/reset.sh` on hosts (the runtime's uninstall, then
+//! 3. `clean` runs `installer/reset.sh` on hosts (the runtime's uninstall, then
 //!    everything airlock put there).
 //! 4. The journal and the Clusterfile are saved on the operator, atomically, after every
 //!    step event, and copied to `<data root>/cluster/` on the first master at the end.
@@ -22,11 +22,15 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 
 use super::bad_input;
+use super::progress::{EngineArgs, Progress, Tee};
 use super::run::{LineReporter, connect_all, log_file, preflight};
 use crate::image::BlobSource;
 use crate::install::journal::{self, Journal, Outcome};
+use crate::install::limits::{self, Limits};
 use crate::install::registry_node::{self, RegistryAccess};
-use crate::install::{Event, ImagePlan, Install, Reporter, write_file};
+use crate::install::{
+    Event, ImagePlan, Install, Phase, PlannedStep, Reporter, StepId, StepState, write_file,
+};
 use crate::printer::Printer;
 use crate::remote::{Remote, RemoteCommand, UploadSource};
 use crate::settings::Settings;
@@ -144,16 +148,6 @@ impl Reporter for JournalReporter {
     }
 }
 
-struct Tee(Vec<Arc<dyn Reporter>>);
-
-impl Reporter for Tee {
-    fn event(&self, event: Event) {
-        for r in &self.0 {
-            r.event(event.clone());
-        }
-    }
-}
-
 /// Where the image comes from: the store or a bundle, and the agent binary to put on hosts.
 pub(crate) struct ImageSource {
     /// The blobs.
@@ -165,15 +159,50 @@ pub(crate) struct ImageSource {
 }
 
 /// Converge the hosts onto `cf`: clean hosts the journal has and `cf` does not, then
-/// install on every host of `cf` (finished steps are skipped).
+/// install on every host of `cf` (finished steps are skipped). Events go to stderr as
+/// lines, to the log file, and with `-o json` to stdout; the last is
+/// [`Event::Finished`](crate::install::Event::Finished).
 pub(crate) async fn converge(
     cf: &Clusterfile,
     spec: ClusterSpec,
     from: ImageSource,
     yes: bool,
+    engine: &EngineArgs,
     settings: &Settings,
     printer: Printer,
 ) -> anyhow::Result<()> {
+    let limits = Limits::from_spec(&spec, &engine.overrides()?);
+    for step in limits.timeouts.keys() {
+        if !limits::is_step_name(step) {
+            return Err(bad_input(format!(
+                "{}: Cluster spec.stepTimeouts.{step}: unknown step; use one of {}",
+                cf.file,
+                limits::step_names().join(", ")
+            )));
+        }
+    }
+    let log_path = log_file(settings, &spec.name)?;
+    let progress = Progress::new(
+        Arc::new(LineReporter::new(printer, &log_path)?),
+        engine.format,
+        printer,
+    );
+    let result = converge_with(cf, spec, from, yes, limits, &progress, settings, printer).await;
+    printer.status(format!("log: {}", log_path.display()));
+    progress.finish(result)
+}
+
+#[expect(clippy::too_many_arguments, reason = "the one caller passes its parts")]
+async fn converge_with(
+    cf: &Clusterfile,
+    spec: ClusterSpec,
+    from: ImageSource,
+    yes: bool,
+    limits: Limits,
+    progress: &Progress,
+    settings: &Settings,
+    printer: Printer,
+) -> anyhow::Result<String> {
     let plan = ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
     let dir = journal::cluster_dir(&settings.root, &spec.name);
     let previous = Journal::load(&dir)?;
@@ -221,7 +250,16 @@ pub(crate) async fn converge(
     confirm(yes, &what)?;
 
     if !leaving.is_empty() {
-        clean(&spec, &leaving, &remotes, Scope::Host, false, printer).await?;
+        clean(
+            &spec,
+            &leaving,
+            &remotes,
+            Scope::Host,
+            false,
+            limits.max_parallel,
+            progress.reporter.as_ref(),
+        )
+        .await?;
     }
     let mut j = Journal::new(
         &spec.name,
@@ -237,13 +275,12 @@ pub(crate) async fn converge(
         &dir.join(journal::CLUSTERFILE),
         cf.to_yaml_without_secrets().as_bytes(),
     )?;
-    let log_path = log_file(settings, &spec.name)?;
     let journal_reporter = Arc::new(JournalReporter {
         dir: dir.clone(),
         journal: Mutex::new(j),
     });
     let reporter = Arc::new(Tee(vec![
-        Arc::new(LineReporter::new(printer, &log_path)?),
+        progress.reporter.clone(),
         journal_reporter.clone(),
     ]));
     let remotes: BTreeMap<IpAddr, Arc<dyn Remote>> = remotes
@@ -260,10 +297,9 @@ pub(crate) async fn converge(
         reporter,
         scale_up,
         registry_access,
+        limits,
     };
-    let result = install.run().await;
-    printer.status(format!("log: {}", log_path.display()));
-    result?;
+    install.run().await?;
     let mut j = journal_reporter
         .journal
         .lock()
@@ -272,14 +308,13 @@ pub(crate) async fn converge(
     j.outcome = Outcome::Installed;
     j.save(&dir, now())?;
     record_on_first_master(&install, cf, &j).await?;
-    printer.result(format!(
+    Ok(format!(
         "installed {} on {} hosts; registry at {}://{}",
         install.plan.name,
         install.spec.hosts.len(),
         install.registry_access.scheme(),
         install.spec.registry.address()
-    ));
-    Ok(())
+    ))
 }
 
 /// The registry's CA, certificate and credentials, made once per cluster under its
@@ -330,36 +365,44 @@ pub(crate) fn ips_text(ips: impl Iterator<Item = IpAddr>) -> String {
 }
 
 /// Keep the cluster's state on its first master: `<data root>/cluster/Clusterfile`
-/// (no secrets) and `state.json` (the journal), both 0600.
+/// (no secrets) and `state.json` (the journal), both 0600; `airlock cluster fetch`
+/// reads them back on another operator machine.
 async fn record_on_first_master(
     install: &Install,
     cf: &Clusterfile,
     j: &Journal,
 ) -> anyhow::Result<()> {
-    let first = install.spec.first_master().ip;
-    let remote = install
-        .remotes
+    record_state(&install.spec, &install.remotes, cf, j).await
+}
+
+/// [`record_on_first_master`] for any connected cluster.
+pub(crate) async fn record_state(
+    spec: &ClusterSpec,
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    cf: &Clusterfile,
+    j: &Journal,
+) -> anyhow::Result<()> {
+    let first = spec.first_master().ip;
+    let remote = remotes
         .get(&first)
         .context("the first master is not connected")?;
-    let dir = format!("{}/cluster", install.spec.data_root);
-    write_file(
-        remote.as_ref(),
-        &format!("{dir}/Clusterfile"),
-        cf.to_yaml_without_secrets().as_bytes(),
-        "600",
-    )
-    .await
-    .with_context(|| format!("keeping the cluster's state on {first}"))?;
-    write_file(
-        remote.as_ref(),
-        &format!("{dir}/state.json"),
-        &j.to_json(),
-        "600",
-    )
-    .await
-    .with_context(|| format!("keeping the cluster's state on {first}"))?;
+    let dir = format!("{}/cluster", spec.data_root);
+    for (name, bytes) in [
+        (
+            journal::CLUSTERFILE,
+            cf.to_yaml_without_secrets().into_bytes(),
+        ),
+        (STATE_FILE, j.to_json()),
+    ] {
+        write_file(remote.as_ref(), &format!("{dir}/{name}"), &bytes, "600")
+            .await
+            .with_context(|| format!("keeping the cluster's state on {first}"))?;
+    }
     Ok(())
 }
+
+/// The journal's file name under `<data root>/cluster/` on the first master.
+pub(crate) const STATE_FILE: &str = "state.json";
 
 /// Who goes when hosts are cleaned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -370,16 +413,18 @@ pub(crate) enum Scope {
     Cluster,
 }
 
-/// Run the clean-host plugins and `installer/reset.sh` on `hosts`, in parallel for a
-/// whole cluster, one at a time for hosts leaving a running one. `force` goes on when
-/// the runtime's uninstall fails.
+/// Run the clean-host plugins and `installer/reset.sh` on `hosts`, in parallel (at
+/// most `max_parallel` at once) for a whole cluster, one at a time for hosts leaving a
+/// running one. `force` goes on when the runtime's uninstall fails. Each is a step
+/// reported to `reporter` (`plugin-pre-clean-host`, `clean`, `plugin-post-clean-host`).
 pub(crate) async fn clean(
     spec: &ClusterSpec,
     hosts: &[Host],
     remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
     scope: Scope,
     force: bool,
-    printer: Printer,
+    max_parallel: usize,
+    reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
     let remaining: Vec<&Host> = spec
         .hosts
@@ -408,21 +453,8 @@ pub(crate) async fn clean(
             Scope::Host => "host",
             Scope::Cluster => "cluster",
         };
-        let plugins = |phase: crate::install::Phase| -> Vec<String> {
-            spec.plugins
-                .iter()
-                .filter(|p| {
-                    crate::install::Phase::parse(&p.action) == Some(phase)
-                        && p.scope.as_deref().is_none_or(|s| {
-                            s.trim().is_empty()
-                                || s.split([',', '|']).any(|r| host.roles.contains(r.trim()))
-                        })
-                })
-                .map(|p| p.data.clone())
-                .collect()
-        };
-        let pre = plugins(crate::install::Phase::PreCleanHost);
-        let post = plugins(crate::install::Phase::PostCleanHost);
+        let pre = clean_plugins(spec, host, Phase::PreCleanHost);
+        let post = clean_plugins(spec, host, Phase::PostCleanHost);
         let root = spec.data_root.clone();
         let ip = host.ip;
         async move {
@@ -431,36 +463,89 @@ pub(crate) async fn clean(
                 for (k, v) in &env {
                     cmd = cmd.env(k.as_str(), v.as_str());
                 }
-                cmd.sudo()
+                cmd.sudo().timeout(limits::default_timeout(StepId::Clean))
             };
-            for script in &pre {
-                remote
-                    .check(&with_env(RemoteCommand::new("sh").args(["-c", script])))
-                    .await
-                    .with_context(|| format!("{ip}: pre-clean-host plugin"))?;
-            }
-            let cmd = with_env(RemoteCommand::script(
-                RESET,
-                [root.as_str(), scope_arg, if force { "1" } else { "0" }],
+            let mut scripts: Vec<(StepId, RemoteCommand)> = pre
+                .iter()
+                .map(|script| {
+                    (
+                        StepId::Plugin(Phase::PreCleanHost),
+                        with_env(RemoteCommand::new("sh").args(["-c", script])),
+                    )
+                })
+                .collect();
+            scripts.push((
+                StepId::Clean,
+                with_env(RemoteCommand::script(
+                    RESET,
+                    [root.as_str(), scope_arg, if force { "1" } else { "0" }],
+                )),
             ));
-            let out = remote.check(&cmd).await.with_context(|| {
-                format!(
-                    "{ip}: reset (fix the cause and run it again, or use `airlock reset` to force)"
+            scripts.extend(post.iter().map(|script| {
+                (
+                    StepId::Plugin(Phase::PostCleanHost),
+                    with_env(RemoteCommand::new("sh").args(["-c", script])),
                 )
-            })?;
-            for line in out.stdout_text().lines() {
-                printer.status(format!("{ip}| {line}"));
+            }));
+            for (step, cmd) in &scripts {
+                let step = *step;
+                let started = std::time::Instant::now();
+                let elapsed = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let report = |state: StepState, elapsed_ms: u64| {
+                    reporter.event(Event::Step {
+                        host: ip,
+                        step,
+                        state,
+                        elapsed_ms,
+                    });
+                };
+                report(StepState::Started, 0);
+                match remote.check(cmd).await {
+                    Ok(out) => {
+                        for line in out.stdout_text().lines() {
+                            reporter.event(Event::Log {
+                                host: ip,
+                                line: line.to_string(),
+                            });
+                        }
+                        report(StepState::Done, elapsed());
+                    }
+                    Err(e) => {
+                        report(StepState::Failed(e.to_string()), elapsed());
+                        let hint = if step == StepId::Clean {
+                            " (fix the cause and run it again, or use `airlock reset` to force)"
+                        } else {
+                            ""
+                        };
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("{ip}: step {step} failed{hint}")));
+                    }
+                }
             }
-            for script in &post {
-                remote
-                    .check(&with_env(RemoteCommand::new("sh").args(["-c", script])))
-                    .await
-                    .with_context(|| format!("{ip}: post-clean-host plugin"))?;
-            }
-            printer.status(format!("{ip}: cleaned"));
             anyhow::Ok(())
         }
     };
+    reporter.event(Event::Plan {
+        steps: hosts
+            .iter()
+            .flat_map(|h| {
+                let n_pre = !clean_plugins(spec, h, Phase::PreCleanHost).is_empty();
+                let n_post = !clean_plugins(spec, h, Phase::PostCleanHost).is_empty();
+                let mut steps = Vec::new();
+                if n_pre {
+                    steps.push(StepId::Plugin(Phase::PreCleanHost));
+                }
+                steps.push(StepId::Clean);
+                if n_post {
+                    steps.push(StepId::Plugin(Phase::PostCleanHost));
+                }
+                steps
+                    .into_iter()
+                    .map(|step| PlannedStep { host: h.ip, step })
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+    });
     match scope {
         Scope::Host => {
             for h in hosts {
@@ -468,7 +553,16 @@ pub(crate) async fn clean(
             }
         }
         Scope::Cluster => {
-            let results = futures_util::future::join_all(hosts.iter().map(one)).await;
+            let gate = tokio::sync::Semaphore::new(max_parallel.max(1));
+            let results = futures_util::future::join_all(hosts.iter().map(|h| {
+                let work = one(h);
+                let gate = &gate;
+                async move {
+                    let _permit = gate.acquire().await;
+                    work.await
+                }
+            }))
+            .await;
             let errors: Vec<String> = results
                 .into_iter()
                 .filter_map(Result::err)
@@ -480,6 +574,21 @@ pub(crate) async fn clean(
         }
     }
     Ok(())
+}
+
+/// The scripts of the Clusterfile's SHELL plugins of `phase` whose scope takes `host`.
+fn clean_plugins(spec: &ClusterSpec, host: &Host, phase: Phase) -> Vec<String> {
+    spec.plugins
+        .iter()
+        .filter(|p| {
+            Phase::parse(&p.action) == Some(phase)
+                && p.scope.as_deref().is_none_or(|s| {
+                    s.trim().is_empty()
+                        || s.split([',', '|']).any(|r| host.roles.contains(r.trim()))
+                })
+        })
+        .map(|p| p.data.clone())
+        .collect()
 }
 
 /// Parse `--masters`/`--nodes` lists: comma-separated IPs or ranges.

@@ -10,8 +10,10 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::cluster::{self, Scope};
+use super::progress::Progress;
 use super::{bad_input, run::connect_all};
 use crate::install::journal::{self, Journal};
 use crate::printer::Printer;
@@ -41,10 +43,30 @@ pub struct DeleteArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Step timeouts, host concurrency, output format.
+    #[command(flatten)]
+    pub engine: super::progress::EngineArgs,
 }
 
-/// Remove hosts, or the whole cluster.
+/// Remove hosts, or the whole cluster. Events go to stderr as lines and, with
+/// `-o json`, to stdout as JSON lines ending with `finished`.
 pub async fn run(args: DeleteArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
+    let progress = Progress::new(
+        Arc::new(super::run::LineReporter::stderr(printer)),
+        args.engine.format,
+        printer,
+    );
+    let result = delete(&args, &progress, settings, printer).await;
+    progress.finish(result)
+}
+
+async fn delete(
+    args: &DeleteArgs,
+    progress: &Progress,
+    settings: &Settings,
+    printer: Printer,
+) -> anyhow::Result<String> {
+    let max_parallel = args.engine.overrides()?.max_parallel;
     let mut cf =
         cluster::clusterfile_or_stored(args.file.as_deref(), args.cluster.as_deref(), settings)?;
     let spec = cluster::resolve(&cf, settings)?;
@@ -59,12 +81,24 @@ pub async fn run(args: DeleteArgs, settings: &Settings, printer: Printer) -> any
             ),
         )?;
         let remotes = connect_all(&spec, settings, printer).await?;
-        cluster::clean(&spec, &spec.hosts, &remotes, Scope::Cluster, false, printer).await?;
+        let max_parallel = max_parallel
+            .or(spec.max_parallel)
+            .unwrap_or(crate::install::limits::DEFAULT_MAX_PARALLEL);
+        let reporter = progress.reporter.as_ref();
+        cluster::clean(
+            &spec,
+            &spec.hosts,
+            &remotes,
+            Scope::Cluster,
+            false,
+            max_parallel,
+            reporter,
+        )
+        .await?;
         if dir.exists() {
             fs_err::remove_dir_all(&dir)?;
         }
-        printer.result(format!("deleted cluster {}", spec.name));
-        return Ok(());
+        return Ok(format!("deleted cluster {}", spec.name));
     }
     let mut gone: Vec<IpAddr> = cluster::parse_ips(&args.masters, "--masters")?;
     gone.extend(cluster::parse_ips(&args.nodes, "--nodes")?);
@@ -113,7 +147,8 @@ pub async fn run(args: DeleteArgs, settings: &Settings, printer: Printer) -> any
         .cloned()
         .collect();
     let remotes = connect_all(&spec, settings, printer).await?;
-    cluster::clean(&spec, &leaving, &remotes, Scope::Host, false, printer).await?;
+    let reporter = progress.reporter.as_ref();
+    cluster::clean(&spec, &leaving, &remotes, Scope::Host, false, 1, reporter).await?;
     cf.remove_hosts(&gone);
     journal::write_atomic(
         &dir.join(journal::CLUSTERFILE),
@@ -124,11 +159,13 @@ pub async fn run(args: DeleteArgs, settings: &Settings, printer: Printer) -> any
             j.hosts.remove(ip);
         }
         j.save(&dir, 0)?;
+        let mut staying = spec.clone();
+        staying.hosts.retain(|h| !gone_set.contains(&h.ip));
+        cluster::record_state(&staying, &remotes, &cf, &j).await?;
     }
-    printer.result(format!(
+    Ok(format!(
         "removed {} from cluster {}",
         cluster::ips_text(gone.into_iter()),
         spec.name
-    ));
-    Ok(())
+    ))
 }

@@ -31,6 +31,9 @@ pub struct JoinArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Step timeouts, host concurrency, output format.
+    #[command(flatten)]
+    pub engine: super::progress::EngineArgs,
 }
 
 /// Add hosts to the cluster.
@@ -46,5 +49,5 @@ pub async fn run(args: JoinArgs, settings: &Settings, printer: Printer) -> anyho
     cf.add_hosts(&nodes, &[ROLE_NODE]);
     let spec = cluster::resolve(&cf, settings)?;
     let from = cluster::store_source(settings, &spec.image)?;
-    cluster::converge(&cf, spec, from, args.yes, settings, printer).await
+    cluster::converge(&cf, spec, from, args.yes, &args.engine, settings, printer).await
 }

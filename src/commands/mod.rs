@@ -10,10 +10,12 @@ pub mod check;
 pub mod cluster;
 pub mod delete;
 pub mod exec;
+pub mod fetch;
 pub mod images;
 pub mod iso;
 pub mod join;
 pub mod key;
+pub mod progress;
 pub mod registry;
 pub mod reset;
 pub mod run;
@@ -63,6 +65,7 @@ pub async fn dispatch(
         Command::Check(args) => check::run(args, &settings, printer).await,
         Command::Exec(args) => exec::run(args, &settings, printer).await,
         Command::Status(args) => status::run(args, &settings, printer).await,
+        Command::Cluster(cmd) => fetch::run(cmd, &settings, printer).await,
         Command::Push(args) => registry::push(args, &settings, printer).await,
         Command::Pull(args) => registry::pull(args, &settings, printer).await,
         Command::Login(args) => registry::login(args, &settings, printer).await,

@@ -57,7 +57,20 @@ pub async fn run(args: ResetArgs, settings: &Settings, printer: Printer) -> anyh
         ),
     )?;
     let remotes = connect_all(&spec, settings, printer).await?;
-    cluster::clean(&spec, &spec.hosts, &remotes, Scope::Cluster, true, printer).await?;
+    let lines = super::run::LineReporter::stderr(printer);
+    let max_parallel = spec
+        .max_parallel
+        .unwrap_or(crate::install::limits::DEFAULT_MAX_PARALLEL);
+    cluster::clean(
+        &spec,
+        &spec.hosts,
+        &remotes,
+        Scope::Cluster,
+        true,
+        max_parallel,
+        &lines,
+    )
+    .await?;
     if all {
         let dir = journal::cluster_dir(&settings.root, &spec.name);
         if dir.join(journal::JOURNAL_FILE).exists() {

@@ -12,6 +12,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{bad_input, cluster};
 use crate::image::BlobSource;
@@ -33,6 +34,9 @@ pub struct RunArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Step timeouts, host concurrency, output format.
+    #[command(flatten)]
+    pub engine: super::progress::EngineArgs,
 }
 
 /// Install a cluster from the local store.
@@ -40,7 +44,7 @@ pub async fn run(args: RunArgs, settings: &Settings, printer: Printer) -> anyhow
     let (cf, spec) = read_clusterfile(&args, settings)?;
     let wanted = args.image.clone().unwrap_or_else(|| spec.image.clone());
     let from = cluster::store_source(settings, &wanted)?;
-    cluster::converge(&cf, spec, from, args.yes, settings, printer).await
+    cluster::converge(&cf, spec, from, args.yes, &args.engine, settings, printer).await
 }
 
 /// Install a cluster whose image is `image` in `source` (a bundle), putting `agent`
@@ -59,7 +63,7 @@ pub async fn run_from(
         image,
         agent,
     };
-    cluster::converge(&cf, spec, from, args.yes, settings, printer).await
+    cluster::converge(&cf, spec, from, args.yes, &args.engine, settings, printer).await
 }
 
 fn read_clusterfile(
@@ -101,13 +105,20 @@ pub(crate) async fn connect_all(
     }
 }
 
-/// Read-only checks on every host before anything changes.
+/// Read-only checks on every host before anything changes (at most `spec.maxParallel`
+/// hosts at once).
 pub(crate) async fn preflight(
     spec: &ClusterSpec,
     remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
 ) -> anyhow::Result<()> {
     let arch = std::env::consts::ARCH;
+    let gate = tokio::sync::Semaphore::new(
+        spec.max_parallel
+            .unwrap_or(crate::install::limits::DEFAULT_MAX_PARALLEL),
+    );
+    let gate = &gate;
     let checks = spec.hosts.iter().map(|host| async move {
+        let _permit = gate.acquire().await;
         let remote = &remotes[&host.ip];
         let out = remote
             .check(&RemoteCommand::new("uname").arg("-m").sudo())
@@ -156,10 +167,10 @@ pub(crate) fn sha256_region(path: &Path, offset: u64, len: u64) -> anyhow::Resul
 }
 
 /// Renders events as plain lines on stderr (unless quiet) and appends them to the
-/// log file.
+/// log file, if any.
 pub(crate) struct LineReporter {
     printer: Printer,
-    log: Mutex<fs_err::File>,
+    log: Option<Mutex<fs_err::File>>,
 }
 
 impl LineReporter {
@@ -170,27 +181,61 @@ impl LineReporter {
             .open(path)?;
         Ok(Self {
             printer,
-            log: Mutex::new(log),
+            log: Some(Mutex::new(log)),
         })
+    }
+
+    /// Lines on stderr only.
+    pub(crate) fn stderr(printer: Printer) -> Self {
+        Self { printer, log: None }
     }
 }
 
 impl Reporter for LineReporter {
     fn event(&self, event: Event) {
-        if let Ok(mut log) = self.log.lock() {
+        if let Some(Ok(mut log)) = self.log.as_ref().map(Mutex::lock) {
             let _ = serde_json::to_writer(&mut *log, &event);
             let _ = log.write_all(b"\n");
         }
+        let secs = |ms: u64| format!("{:.1}s", Duration::from_millis(ms).as_secs_f64());
         match event {
-            Event::Step { host, step, state } => match state {
+            Event::Step {
+                host,
+                step,
+                state,
+                elapsed_ms,
+            } => match state {
                 StepState::Started => self.printer.status(format!("{host}: {step} ...")),
-                StepState::Done => self.printer.status(format!("{host}: {step} done")),
+                StepState::Done => self
+                    .printer
+                    .status(format!("{host}: {step} done ({})", secs(elapsed_ms))),
                 StepState::Skipped => self.printer.status(format!("{host}: {step} already done")),
-                StepState::Failed(why) => {
-                    self.printer.status(format!("{host}: {step} FAILED: {why}"))
-                }
+                StepState::Failed(why) => self.printer.status(format!(
+                    "{host}: {step} FAILED after {}: {why}",
+                    secs(elapsed_ms)
+                )),
             },
-            Event::Transfer { .. } => {}
+            Event::Plan { steps } => {
+                let hosts: std::collections::BTreeSet<IpAddr> =
+                    steps.iter().map(|s| s.host).collect();
+                self.printer.status(format!(
+                    "plan: {} steps on {} hosts",
+                    steps.len(),
+                    hosts.len()
+                ));
+            }
+            Event::Retry {
+                host,
+                step,
+                attempt,
+                attempts,
+                reason,
+                wait_ms,
+            } => self.printer.status(format!(
+                "{host}: {step} failed ({reason}); try {attempt} of {attempts} in {}",
+                secs(wait_ms)
+            )),
+            Event::Transfer { .. } | Event::Finished { .. } => {}
             Event::Log { host, line } => self.printer.status(format!("{host}| {line}")),
         }
     }

@@ -126,6 +126,10 @@ impl WizardEngine for BundleEngine {
         let install = Install {
             registry_access,
             scale_up: std::collections::BTreeSet::new(),
+            limits: crate::install::limits::Limits::from_spec(
+                spec,
+                &crate::install::limits::Overrides::default(),
+            ),
             spec: spec.clone(),
             plan: self.plan.clone(),
             source: self.bundle.clone() as Arc<dyn BlobSource>,

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
 
 use super::event::{Event, Reporter, StepState};
+use super::limits::Limits;
 use super::registry_node::{self, RegistryAccess};
 use super::render::RenderInput;
 use super::runtime::{
     GenericRuntime, ImageFiles, MEMBERSHIP_VARS, Runtime, RuntimeAction, script_env,
 };
+use super::tracked::Tracked;
 use crate::digest::Digest;
 use crate::distribute::{self, BlobNeed, FanOutEvent, FanOutHost, FanOutOptions};
 use crate::image::oci::{self, ClusterConfig, Descriptor, ImageIndex};
@@ -30,9 +33,8 @@ const MARKERS: &str = include_str!("../../installer/markers.sh");
 const RECORD_DIRS: &str = include_str!("../../installer/record-dirs.sh");
 const LIST_BLOBS: &str = include_str!("../../installer/list-blobs.sh");
 
-/// The steps, in the order they run on a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// The steps, in the order they run on a host. Serialized as [`StepId::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StepId {
     /// Data root and the airlock binary.
     Prepare,
@@ -52,6 +54,14 @@ pub enum StepId {
     Launch,
     /// The SHELL plugins of a phase.
     Plugin(Phase),
+    /// A host leaving: the runtime's uninstall and everything airlock put there.
+    Clean,
+}
+
+impl Serialize for StepId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// The phases at which SHELL plugins run (sealer's names).
@@ -74,11 +84,14 @@ pub enum Phase {
     PreCleanHost,
     /// On a host being removed, after its uninstall (before its data root goes).
     PostCleanHost,
+    /// On every host, when `airlock upgrade` moves the cluster to a new image: the
+    /// hook is [`Install::run_phase`]`(Phase::Upgrade)`.
+    Upgrade,
 }
 
 impl Phase {
     /// Every phase.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::PreInitHost,
         Self::PostInitHost,
         Self::PreInstall,
@@ -87,6 +100,7 @@ impl Phase {
         Self::PostScaleup,
         Self::PreCleanHost,
         Self::PostCleanHost,
+        Self::Upgrade,
     ];
 
     /// sealer's name of the phase (`action:` of a Plugin document).
@@ -100,6 +114,7 @@ impl Phase {
             Self::PostScaleup => "post-scaleup",
             Self::PreCleanHost => "pre-clean-host",
             Self::PostCleanHost => "post-clean-host",
+            Self::Upgrade => "upgrade",
         }
     }
 
@@ -137,7 +152,9 @@ impl StepId {
                 Phase::PostScaleup => "plugin-post-scaleup",
                 Phase::PreCleanHost => "plugin-pre-clean-host",
                 Phase::PostCleanHost => "plugin-post-clean-host",
+                Phase::Upgrade => "plugin-upgrade",
             },
+            Self::Clean => "clean",
         }
     }
 }
@@ -152,9 +169,7 @@ impl fmt::Display for StepId {
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     /// A step failed on a host.
-    #[error(
-        "step {step} failed on {host}: {reason}\n  fix the cause and run the same command again: finished steps are skipped"
-    )]
+    #[error("step {step} failed on {host}: {reason}")]
     Step {
         /// The host.
         host: IpAddr,
@@ -330,12 +345,16 @@ pub struct Install {
     pub scale_up: BTreeSet<IpAddr>,
     /// How the registry serves and the nodes reach it (TLS, CA, credentials).
     pub registry_access: RegistryAccess,
+    /// Step timeouts, retries and how many hosts at once.
+    pub limits: Limits,
 }
 
-struct HostCtx<'a> {
-    host: &'a Host,
+pub(super) struct HostCtx<'a> {
+    pub(super) host: &'a Host,
+    /// The host's remote, wrapped to remember the command in flight.
     remote: Arc<dyn Remote>,
-    markers: BTreeMap<String, String>,
+    tracked: Arc<Tracked>,
+    pub(super) markers: BTreeMap<String, String>,
 }
 
 impl Install {
@@ -343,21 +362,26 @@ impl Install {
         &self.spec.data_root
     }
 
-    fn is_registry_host(&self, host: &Host) -> bool {
+    pub(super) fn is_registry_host(&self, host: &Host) -> bool {
         registry_node::registry_hosts(&self.spec)
             .iter()
             .any(|h| h.ip == host.ip)
     }
 
-    fn report(&self, host: IpAddr, step: StepId, state: StepState) {
-        self.reporter.event(Event::Step { host, step, state });
+    fn report(&self, host: IpAddr, step: StepId, state: StepState, elapsed_ms: u64) {
+        self.reporter.event(Event::Step {
+            host,
+            step,
+            state,
+            elapsed_ms,
+        });
     }
 
-    /// Run every step on every host; hosts in parallel, steps in order.
-    pub async fn run(&self) -> Result<(), InstallError> {
+    /// Connect the engine to every host: wrap its remote and read its step markers.
+    async fn host_contexts(&self) -> Result<Vec<HostCtx<'_>>, InstallError> {
         let mut hosts = Vec::new();
         for host in &self.spec.hosts {
-            let remote = self
+            let inner = self
                 .remotes
                 .get(&host.ip)
                 .cloned()
@@ -366,7 +390,8 @@ impl Install {
                     step: StepId::Prepare,
                     reason: "not connected".to_string(),
                 })?;
-            let out = remote
+            let tracked = Arc::new(Tracked::new(inner));
+            let out = tracked
                 .check(&RemoteCommand::script(MARKERS, [self.data_root()]).sudo())
                 .await
                 .map_err(|e| step_err(host.ip, StepId::Prepare, e))?;
@@ -380,26 +405,54 @@ impl Install {
                 .collect();
             hosts.push(HostCtx {
                 host,
-                remote,
+                remote: tracked.clone(),
+                tracked,
                 markers,
             });
         }
+        Ok(hosts)
+    }
+
+    /// Run `work` (one future per host), at most [`Limits::max_parallel`] at once
+    /// (in the given order); the first error (in that order) once all have ended.
+    async fn bounded<Fut>(&self, work: impl IntoIterator<Item = Fut>) -> Result<(), InstallError>
+    where
+        Fut: Future<Output = Result<(), InstallError>>,
+    {
+        let gate = tokio::sync::Semaphore::new(self.limits.max_parallel.max(1));
+        let gated = work.into_iter().map(|f| async {
+            let _permit = gate.acquire().await;
+            f.await
+        });
+        first_error(join_all(gated).await)
+    }
+
+    /// Run every step on every host; hosts in parallel (at most
+    /// [`Limits::max_parallel`] at once), steps in order.
+    pub async fn run(&self) -> Result<(), InstallError> {
+        // Apps that cannot be launched stop the install before any host changes.
+        self.launch_commands(&self.env_for(self.spec.first_master()))?;
+        let hosts = self.host_contexts().await?;
+        self.reporter.event(Event::Plan {
+            steps: self.planned_steps(),
+        });
         // Phase 1: everything that does not depend on other hosts. The airlock binary
         // goes on every host first; then the blobs travel node to node in one
         // fan-out, and each host's blobs step verifies them (and sends over SSH
         // whatever the fan-out could not deliver).
-        first_error(join_all(hosts.iter().map(|h| self.prepare_first(h))).await)?;
+        self.bounded(hosts.iter().map(|h| self.prepare_first(h)))
+            .await?;
         self.fan_out(&hosts).await;
-        let per_host = hosts.iter().map(|h| self.prepare_host(h));
-        first_error(join_all(per_host).await)?;
+        self.bounded(hosts.iter().map(|h| self.prepare_host(h)))
+            .await?;
         // Phase 2: registries (or the push to an external one), then mirrors everywhere.
         self.push_external().await?;
         let registries = hosts
             .iter()
             .filter(|h| self.is_registry_host(h.host))
             .map(|h| self.registry(h));
-        first_error(join_all(registries).await)?;
-        first_error(join_all(hosts.iter().map(|h| self.mirrors(h))).await)?;
+        self.bounded(registries).await?;
+        self.bounded(hosts.iter().map(|h| self.mirrors(h))).await?;
         // Phase 3: the runtime: init on the first master, then joins one at a time.
         self.each_plugin(&hosts, Phase::PreInstall).await?;
         let first = self.spec.first_master().ip;
@@ -430,13 +483,23 @@ impl Install {
         self.each_plugin(&hosts, Phase::PostInstall).await
     }
 
+    /// Run the SHELL plugins of `phase` on every host they apply to, as their own
+    /// step (`plugin-<phase>`), with the same markers, limits and events as an install.
+    /// This is the hook for phases outside an install: `airlock upgrade` calls it
+    /// with [`Phase::Upgrade`] once the hosts run the new image.
+    pub async fn run_phase(&self, phase: Phase) -> Result<(), InstallError> {
+        let hosts = self.host_contexts().await?;
+        self.each_plugin(&hosts, phase).await
+    }
+
     async fn each_plugin(&self, hosts: &[HostCtx<'_>], phase: Phase) -> Result<(), InstallError> {
-        first_error(join_all(hosts.iter().map(|h| self.plugins(h, phase))).await)
+        self.bounded(hosts.iter().map(|h| self.plugins(h, phase)))
+            .await
     }
 
     /// The SHELL plugins of `phase` whose scope takes `host`: the image's first, then
     /// the Clusterfile's.
-    fn plugins_for(&self, host: &Host, phase: Phase) -> Vec<&PluginSpec> {
+    pub(super) fn plugins_for(&self, host: &Host, phase: Phase) -> Vec<&PluginSpec> {
         self.plan
             .plugins
             .iter()
@@ -625,7 +688,9 @@ impl Install {
         self.plugins(h, Phase::PostInitHost).await
     }
 
-    /// Run `body` unless the host's marker for `step` already holds `fingerprint`.
+    /// Run `body` unless the host's marker for `step` already holds `fingerprint`:
+    /// within the step's time limit, tried again after a wait when the step is safe
+    /// to repeat ([`Limits`]), reporting start and end with how long it took.
     async fn step<F, Fut>(
         &self,
         h: &HostCtx<'_>,
@@ -634,32 +699,71 @@ impl Install {
         body: F,
     ) -> Result<(), InstallError>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: Future<Output = Result<(), RemoteError>>,
     {
         let ip = h.host.ip;
         if h.markers.get(step.as_str()) == Some(&fingerprint) {
-            self.report(ip, step, StepState::Skipped);
+            self.report(ip, step, StepState::Skipped, 0);
             return Ok(());
         }
-        self.report(ip, step, StepState::Started);
-        let result = async {
-            body().await?;
-            let marker = format!("{}/state/{}", self.data_root(), step.as_str());
-            write_file(h.remote.as_ref(), &marker, fingerprint.as_bytes(), "600").await
-        }
-        .await;
+        self.report(ip, step, StepState::Started, 0);
+        let started = Instant::now();
+        let limit = self.limits.timeout(step);
+        let attempts = self.limits.attempts(step);
+        let mut attempt = 1;
+        let result = loop {
+            h.tracked.set_deadline(Some(Instant::now() + limit));
+            let once = async {
+                body().await?;
+                let marker = format!("{}/state/{}", self.data_root(), step.as_str());
+                write_file(h.remote.as_ref(), &marker, fingerprint.as_bytes(), "600").await
+            };
+            let reason = match tokio::time::timeout(limit, once).await {
+                Ok(Ok(())) => break Ok(()),
+                Ok(Err(e)) => failure_reason(&e, h.tracked.current()),
+                Err(_) => format!(
+                    "{} timed out after {}s (raise it with --step-timeout {step}=DURATION or spec.stepTimeouts in the Clusterfile)",
+                    h.tracked
+                        .current()
+                        .map_or_else(|| "the step".to_string(), |c| format!("`{c}`")),
+                    limit.as_secs()
+                ),
+            };
+            if attempt >= attempts {
+                break Err(reason);
+            }
+            attempt += 1;
+            let wait = self.limits.backoff_before(attempt);
+            self.reporter.event(Event::Retry {
+                host: ip,
+                step,
+                attempt,
+                attempts,
+                reason,
+                wait_ms: millis(wait),
+            });
+            tokio::time::sleep(wait).await;
+        };
+        h.tracked.set_deadline(None);
+        let elapsed = millis(started.elapsed());
         match result {
             Ok(()) => {
-                self.report(ip, step, StepState::Done);
+                self.report(ip, step, StepState::Done, elapsed);
                 Ok(())
             }
-            Err(e) => {
-                let err = step_err(ip, step, e);
-                if let InstallError::Step { reason, .. } = &err {
-                    self.report(ip, step, StepState::Failed(reason.clone()));
-                }
-                Err(err)
+            Err(reason) => {
+                let reason = if attempts > 1 {
+                    format!("{attempts} tries, the last: {reason}")
+                } else {
+                    reason
+                };
+                self.report(ip, step, StepState::Failed(reason.clone()), elapsed);
+                Err(InstallError::Step {
+                    host: ip,
+                    step,
+                    reason,
+                })
             }
         }
     }
@@ -945,24 +1049,22 @@ impl Install {
     }
 
     async fn launch(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
-        let cmds = if self.spec.cmds.is_empty() {
-            self.plan.config.cmds.clone()
-        } else {
-            self.spec.cmds.clone()
-        };
         let env = self.env_for(h.host);
+        let cmds = self.launch_commands(&env)?;
         let mut parts: Vec<String> = vec![self.plan.top.digest.to_string()];
-        parts.extend(cmds.iter().cloned());
-        parts.extend(fingerprint_env(&env));
+        for c in &cmds {
+            parts.push(c.cmd.clone());
+            parts.push(c.dir.clone());
+            parts.extend(fingerprint_env(&c.env));
+        }
         let parts_ref: Vec<&str> = parts.iter().map(String::as_str).collect();
-        let rootfs = format!("{}/rootfs", self.data_root());
         self.step(h, StepId::Launch, fingerprint(&parts_ref), || async {
-            for cmd in &cmds {
+            for c in &cmds {
                 let mut rc = RemoteCommand::new("sh")
-                    .args(["-c", cmd.as_str()])
-                    .cwd(rootfs.as_str())
+                    .args(["-c", c.cmd.as_str()])
+                    .cwd(c.dir.as_str())
                     .sudo();
-                for (k, v) in &env {
+                for (k, v) in &c.env {
                     rc = rc.env(k.as_str(), v.as_str());
                 }
                 self.run_logged(h, &rc).await?;
@@ -1027,6 +1129,37 @@ fn step_err(host: IpAddr, step: StepId, e: RemoteError) -> InstallError {
         step,
         reason: e.to_string(),
     }
+}
+
+/// Why a step failed, for people: for a command that exited non-zero, the command as
+/// it was run (`command`, when known), its exit status and the last lines of stderr.
+fn failure_reason(e: &RemoteError, command: Option<String>) -> String {
+    match e {
+        RemoteError::CommandFailed {
+            command: summary,
+            status,
+            stderr,
+            ..
+        } => {
+            let command = command.unwrap_or_else(|| summary.clone());
+            let mut text = format!("`{command}` exited with {status}");
+            if stderr.trim().is_empty() {
+                text.push_str(" (no stderr)");
+            } else {
+                text.push_str(", last lines of stderr:");
+                for line in stderr.lines() {
+                    text.push_str("\n    ");
+                    text.push_str(line);
+                }
+            }
+            text
+        }
+        other => other.to_string(),
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn first_error(results: Vec<Result<(), InstallError>>) -> Result<(), InstallError> {

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use super::*;
 use crate::image::oci::{Platform, RootfsConfig, RootfsDiffIds};
 use crate::image::store::{Store, to_json};
+use crate::install::limits;
 use crate::remote::fake::{FakeCall, FakeRemote, FakeReply};
 use crate::spec::clusterfile::Clusterfile;
 
 /// A store holding a tiny cluster image `docker.io/library/demo:v1` with one
 /// container image, built by hand.
-fn fixture() -> (tempfile::TempDir, Store) {
+fn fixture(change: &dyn Fn(&mut ClusterConfig)) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let put = |bytes: &[u8], media: &str| {
@@ -50,6 +51,8 @@ fn fixture() -> (tempfile::TempDir, Store) {
             ..ClusterConfig::default()
         },
     };
+    let mut config = config;
+    change(&mut config.airlock);
     let config = put(&to_json(&config), oci::MEDIA_TYPE_CONFIG);
     let manifest = manifest_bytes(&config, &layer);
     let mut rootfs = put(&manifest, oci::MEDIA_TYPE_MANIFEST);
@@ -109,8 +112,16 @@ struct Fixture {
 }
 
 fn setup(configure: impl Fn(IpAddr, &FakeRemote)) -> Fixture {
-    let (dir, store) = fixture();
-    let spec = Clusterfile::parse("Clusterfile", CLUSTERFILE)
+    setup_with(CLUSTERFILE, &|_| {}, configure)
+}
+
+fn setup_with(
+    clusterfile: &str,
+    change: &dyn Fn(&mut ClusterConfig),
+    configure: impl Fn(IpAddr, &FakeRemote),
+) -> Fixture {
+    let (dir, store) = fixture(change);
+    let spec = Clusterfile::parse("Clusterfile", clusterfile)
         .unwrap()
         .resolve(&|_| None)
         .unwrap();
@@ -139,6 +150,10 @@ fn setup(configure: impl Fn(IpAddr, &FakeRemote)) -> Fixture {
         reporter: Arc::new(move |e: Event| sink.lock().unwrap().push(e)),
         scale_up: BTreeSet::new(),
         registry_access: RegistryAccess::default(),
+        limits: limits::Limits {
+            backoff: std::time::Duration::ZERO,
+            ..limits::Limits::default()
+        },
     };
     Fixture {
         _dir: dir,
@@ -245,6 +260,7 @@ async fn fresh_install_runs_each_step_where_it_belongs() {
                 host,
                 step,
                 state: StepState::Done,
+                ..
             } if *host == ip("198.18.0.2") => Some(*step),
             _ => None,
         })
@@ -291,6 +307,7 @@ async fn generic_runtime_inits_the_first_master_and_joins_the_others_in_turn() {
                 host,
                 step: s @ (StepId::Init | StepId::Join),
                 state: StepState::Started | StepState::Done,
+                ..
             } => Some((*host, *s)),
             _ => None,
         })
@@ -413,7 +430,11 @@ async fn failure_names_host_and_step_and_stops_before_launch() {
         err.contains("disk full") && err.contains("exited with 3"),
         "{err}"
     );
-    assert!(err.contains("run the same command again"), "{err}");
+    assert!(
+        err.contains("3 tries, the last: `/var/lib/airlock/bin/airlock --root /var/lib/airlock/store agent unpack")
+            && err.contains("last lines of stderr:\n    disk full"),
+        "{err}"
+    );
     let master = &f.fakes[&ip("198.18.0.2")];
     assert!(
         !ran_script(master, REGISTRY),
@@ -429,7 +450,7 @@ async fn failure_names_host_and_step_and_stops_before_launch() {
 
 /// The fixture with the cluster of `clusterfile` (its hosts must be among the
 /// default fixture's).
-fn setup_with(clusterfile: &str) -> Fixture {
+fn setup_cluster(clusterfile: &str) -> Fixture {
     let mut f = setup(|_, _| {});
     f.install.spec = Clusterfile::parse("Clusterfile", clusterfile)
         .unwrap()
@@ -448,6 +469,253 @@ fn written_files(fake: &FakeRemote) -> Vec<(String, String, String)> {
                 cmd.argv[5].clone(),
                 String::from_utf8(cmd.stdin.clone().unwrap_or_default()).unwrap(),
             )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn limits_with(f: &mut Fixture, change: impl FnOnce(&mut limits::Limits)) {
+    change(&mut f.install.limits);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_command_times_out_naming_host_step_and_command() {
+    let mut f = setup(|ip, fake| {
+        if ip.to_string() == "198.18.0.2" {
+            fake.on(&["sh", "-c", "sh scripts/launch.sh"], FakeReply::Hang);
+        }
+    });
+    limits_with(&mut f, |l| {
+        l.timeouts
+            .insert("launch".into(), std::time::Duration::from_secs(90));
+    });
+    let err = f.install.run().await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "step launch failed on 198.18.0.2: `sh -c 'sh scripts/launch.sh' (in /var/lib/airlock/rootfs)` timed out after 90s (raise it with --step-timeout launch=DURATION or spec.stepTimeouts in the Clusterfile)"
+    );
+    // The host was told the limit too, so the command does not run on unseen.
+    let launch = f.fakes[&ip("198.18.0.2")]
+        .calls()
+        .into_iter()
+        .find_map(|c| match c {
+            FakeCall::Run(cmd)
+                if cmd.argv.get(2).map(String::as_str) == Some("sh scripts/launch.sh") =>
+            {
+                Some(cmd)
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        launch
+            .timeout
+            .is_some_and(|t| t <= std::time::Duration::from_secs(95))
+    );
+    let events = f.events.lock().unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Step { step: StepId::Launch, state: StepState::Failed(why), elapsed_ms, .. }
+            if why.contains("timed out after 90s") && *elapsed_ms >= 90_000
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retryable_step_that_fails_twice_then_succeeds_is_retried_with_backoff() {
+    let mut f = setup(|ip, fake| {
+        if ip.to_string() == "198.18.0.2" {
+            fake.on_times(
+                &["sh", "-c", REGISTRY],
+                FakeReply::fail(1, "address in use"),
+                2,
+            );
+        }
+    });
+    limits_with(&mut f, |l| l.backoff = std::time::Duration::from_secs(2));
+    f.install.run().await.unwrap();
+    let registry_runs = f.fakes[&ip("198.18.0.2")]
+        .commands()
+        .iter()
+        .filter(|a| a.len() > 2 && a[2] == REGISTRY)
+        .count();
+    assert_eq!(registry_runs, 3);
+    let events = f.events.lock().unwrap();
+    let retries: Vec<(u32, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Retry {
+                step: StepId::Registry,
+                attempt,
+                wait_ms,
+                reason,
+                ..
+            } => {
+                assert!(reason.contains("address in use"), "{reason}");
+                Some((*attempt, *wait_ms))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries, [(2, 2000), (3, 4000)]);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Step {
+            step: StepId::Registry,
+            state: StepState::Done,
+            ..
+        }
+    )));
+}
+
+#[tokio::test]
+async fn init_is_not_retried() {
+    let f = setup(|ip, fake| {
+        if ip.to_string() == "198.18.0.2" {
+            fake.on_times(&["sh", "scripts/init.sh"], FakeReply::fail(1, "boom"), 1);
+        }
+    });
+    let err = f.install.run().await.unwrap_err().to_string();
+    assert!(
+        err.starts_with("step init failed on 198.18.0.2: `sh scripts/init.sh"),
+        "{err}"
+    );
+    assert_eq!(
+        runs_of(&f.fakes[&ip("198.18.0.2")], &["sh", "scripts/init.sh"]),
+        1
+    );
+}
+
+/// Counts commands in flight across every host (a test gauge around the fakes). The
+/// fan-out's relays are left out: a relay chain spans every host by design.
+struct Gauge {
+    inner: Arc<FakeRemote>,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Remote for Gauge {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    async fn run(&self, cmd: &RemoteCommand) -> Result<crate::remote::Output, RemoteError> {
+        use std::sync::atomic::Ordering;
+        if cmd.argv.iter().any(|a| a == "relay") || cmd.argv[0] == "kill" {
+            return self.inner.run(cmd).await;
+        }
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+        let out = self.inner.run(cmd).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+
+    async fn upload(
+        &self,
+        source: &UploadSource,
+        path: &str,
+        mode: u32,
+    ) -> Result<(), RemoteError> {
+        self.inner.upload(source, path, mode).await
+    }
+}
+
+#[tokio::test]
+async fn no_more_hosts_at_once_than_max_parallel() {
+    for limit in [1, 2] {
+        let mut f = setup(|_, _| {});
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for (ip, fake) in &f.fakes {
+            let gauge = Gauge {
+                inner: fake.clone(),
+                running: running.clone(),
+                peak: peak.clone(),
+            };
+            f.install.remotes.insert(*ip, Arc::new(gauge));
+        }
+        f.install.limits.max_parallel = limit;
+        f.install.run().await.unwrap();
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), limit);
+    }
+}
+
+#[tokio::test]
+async fn the_plan_comes_first_and_lists_every_step_that_runs() {
+    let f = setup(|_, _| {});
+    f.install.run().await.unwrap();
+    let events = f.events.lock().unwrap();
+    let Some(Event::Plan { steps }) = events.first() else {
+        panic!("the first event is not the plan: {:?}", events.first());
+    };
+    let planned: Vec<(IpAddr, StepId)> = steps.iter().map(|s| (s.host, s.step)).collect();
+    let done: BTreeSet<(IpAddr, StepId)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step {
+                host,
+                step,
+                state: StepState::Done,
+                ..
+            } => Some((*host, *step)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(planned.iter().copied().collect::<BTreeSet<_>>(), done);
+    assert_eq!(planned.len(), done.len(), "no step twice in the plan");
+    let line = serde_json::to_string(&events[0]).unwrap();
+    assert!(
+        line.starts_with(r#"{"event":"plan","steps":[{"host":"198.18.0.2","step":"prepare"}"#),
+        "{line}"
+    );
+}
+
+fn apps(config: &mut ClusterConfig) {
+    let app = |name: &str, kind: &str, files: &[&str]| oci::AppConfig {
+        name: name.into(),
+        role: "app".into(),
+        kind: kind.into(),
+        files: files
+            .iter()
+            .map(|f| format!("application/apps/{name}/{f}"))
+            .collect(),
+        ..oci::AppConfig::default()
+    };
+    let mut shell = app("greeter", "shell", &["greet.sh"]);
+    shell.env.insert("WHO".into(), "world".into());
+    let mut custom = app("custom", "untyped", &["x.bin"]);
+    custom.cmds = vec!["./x.bin --serve".into()];
+    config.apps = vec![
+        app("web", "kube", &["web.yaml"]),
+        app("chart", "helm", &["mychart"]),
+        shell,
+        custom,
+        app("blob", "untyped", &["y.bin"]),
+    ];
+    config.launch = vec![
+        "web".into(),
+        "chart".into(),
+        "greeter".into(),
+        "custom".into(),
+    ];
+}
+
+/// `(cmd, cwd, env)` of a command.
+type Ran = (String, String, Vec<(String, String)>);
+
+/// `(cmd, cwd, env)` of every `sh -c` launch-time command run on the first master.
+fn launched(f: &Fixture) -> Vec<Ran> {
+    f.fakes[&ip("198.18.0.2")]
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            FakeCall::Run(cmd) if cmd.argv.len() == 3 && cmd.argv[1] == "-c" => {
+                Some((cmd.argv[2].clone(), cmd.cwd.unwrap_or_default(), cmd.env))
+            }
             _ => None,
         })
         .collect()
@@ -530,7 +798,7 @@ async fn tls_and_auth_reach_the_registry_host_and_every_mirror_through_stdin_onl
 #[tokio::test]
 async fn external_registry_mode_runs_no_registry_and_sends_no_image_blobs() {
     const EXTERNAL: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {name: t}\nspec:\n  ssh: {passwd: pw}\n  registry:\n    externalRegistry: {domain: 127.0.0.1, port: 1, username: u, password: p}\n  hosts:\n  - ips: [198.18.0.2]\n    roles: [master]\n";
-    let f = setup_with(EXTERNAL);
+    let f = setup_cluster(EXTERNAL);
     let err = f.install.run().await.unwrap_err().to_string();
     // Nothing listens on port 1: the push fails and says where to look.
     assert!(err.contains("externalRegistry"), "{err}");
@@ -543,7 +811,7 @@ async fn external_registry_mode_runs_no_registry_and_sends_no_image_blobs() {
 #[tokio::test]
 async fn ha_runs_a_registry_on_every_master_each_with_the_image_blobs() {
     const HA: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {name: t}\nspec:\n  ssh: {passwd: pw}\n  registry:\n    localRegistry: {ha: true}\n  hosts:\n  - ips: [198.18.0.2, 198.18.0.3]\n    roles: [master]\n  - ips: [198.18.0.4]\n    roles: [node]\n";
-    let f = setup_with(HA);
+    let f = setup_cluster(HA);
     f.install.run().await.unwrap();
     let all = 1 + f.install.plan.rootfs_blobs.len() + f.install.plan.image_blobs.len();
     for master in ["198.18.0.2", "198.18.0.3"] {
@@ -573,4 +841,119 @@ async fn ha_runs_a_registry_on_every_master_each_with_the_image_blobs() {
         toml.find("http://sea.hub:5000").unwrap() < toml.find("http://198.18.0.3:5000").unwrap(),
         "{toml}"
     );
+}
+
+#[tokio::test]
+async fn launch_runs_cmds_then_each_app_by_type_in_its_dir_with_its_env() {
+    let f = setup_with(CLUSTERFILE, &apps, |_, _| {});
+    f.install.run().await.unwrap();
+    let ran = launched(&f);
+    let apps_dir = "/var/lib/airlock/rootfs/application/apps";
+    let got: Vec<(&str, &str)> = ran
+        .iter()
+        .map(|(c, d, _)| (c.as_str(), d.as_str()))
+        .filter(|(c, _)| !c.starts_with("echo "))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("sh scripts/launch.sh", "/var/lib/airlock/rootfs"),
+            (
+                "kubectl apply -f /var/lib/airlock/rootfs/application/apps/web",
+                &*format!("{apps_dir}/web")
+            ),
+            (
+                "helm install chart /var/lib/airlock/rootfs/application/apps/chart/mychart",
+                &*format!("{apps_dir}/chart")
+            ),
+            (
+                "sh /var/lib/airlock/rootfs/application/apps/greeter/greet.sh",
+                &*format!("{apps_dir}/greeter")
+            ),
+            ("./x.bin --serve", &*format!("{apps_dir}/custom")),
+        ]
+    );
+    let greeter_env = &ran
+        .iter()
+        .find(|(c, _, _)| c.contains("greet.sh"))
+        .unwrap()
+        .2;
+    assert!(greeter_env.contains(&("WHO".to_string(), "world".to_string())));
+    assert!(greeter_env.contains(&("GREETING".to_string(), "hello".to_string())));
+}
+
+#[tokio::test]
+async fn application_documents_override_the_launch_list_cmds_and_env() {
+    let cf = format!(
+        "{CLUSTERFILE}---\napiVersion: app.sealer.io/v1beta1\nkind: Application\nmetadata: {{name: a}}\nspec:\n  launchApps: [greeter]\n  configs:\n  - name: greeter\n    env: [WHO=operator]\n    launch:\n      cmds: [sh greet.sh --loud]\n"
+    );
+    let f = setup_with(&cf, &apps, |_, _| {});
+    f.install.run().await.unwrap();
+    let ran: Vec<_> = launched(&f)
+        .into_iter()
+        .filter(|(c, _, _)| !c.starts_with("echo "))
+        .collect();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert_eq!(ran[1].0, "sh greet.sh --loud");
+    assert!(
+        ran[1]
+            .2
+            .contains(&("WHO".to_string(), "operator".to_string()))
+    );
+}
+
+#[tokio::test]
+async fn an_untyped_app_without_commands_or_an_unknown_app_is_refused() {
+    let only = |names: &'static [&'static str]| {
+        move |c: &mut ClusterConfig| {
+            apps(c);
+            c.launch = names.iter().map(|n| (*n).to_string()).collect();
+        }
+    };
+    let f = setup_with(CLUSTERFILE, &only(&["blob"]), |_, _| {});
+    let err = f.install.run().await.unwrap_err().to_string();
+    assert!(
+        err.contains("app \"blob\" is untyped") && err.contains("APPCMDS blob"),
+        "{err}"
+    );
+    let f = setup_with(CLUSTERFILE, &only(&["nope"]), |_, _| {});
+    let err = f.install.run().await.unwrap_err().to_string();
+    assert!(
+        err.contains("no such app (it has: web, chart, greeter, custom, blob)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_upgrade_hook_runs_upgrade_plugins_only_where_in_scope() {
+    let cf = format!(
+        "{CLUSTERFILE}---\napiVersion: sealer.io/v1\nkind: Plugin\nmetadata: {{name: up}}\nspec:\n  type: SHELL\n  action: upgrade\n  scope: master\n  data: echo upgrading\n"
+    );
+    let f = setup_with(&cf, &|_| {}, |_, _| {});
+    f.install.run().await.unwrap();
+    let ran = |host: &str| {
+        f.fakes[&ip(host)]
+            .commands()
+            .iter()
+            .filter(|a| a.get(2).map(String::as_str) == Some("echo upgrading"))
+            .count()
+    };
+    assert_eq!(
+        ran("198.18.0.2"),
+        0,
+        "an install does not run the upgrade phase"
+    );
+    f.install.run_phase(Phase::Upgrade).await.unwrap();
+    assert_eq!((ran("198.18.0.2"), ran("198.18.0.3")), (1, 0));
+    assert_eq!(Phase::parse("Upgrade"), Some(Phase::Upgrade));
+    let events = f.events.lock().unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Step {
+            step: StepId::Plugin(Phase::Upgrade),
+            state: StepState::Done,
+            ..
+        }
+    )));
+    assert_eq!(StepId::Plugin(Phase::Upgrade).as_str(), "plugin-upgrade");
 }

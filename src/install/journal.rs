@@ -151,7 +151,10 @@ impl Journal {
 
     /// Fold one progress event in.
     pub fn record(&mut self, event: &Event) {
-        if let Event::Step { host, step, state } = event {
+        if let Event::Step {
+            host, step, state, ..
+        } = event
+        {
             let text = match state {
                 StepState::Started => "started".to_string(),
                 StepState::Done => "done".to_string(),
@@ -208,11 +211,13 @@ mod tests {
             host,
             step: StepId::Blobs,
             state: StepState::Done,
+            elapsed_ms: 5,
         });
         j.record(&Event::Step {
             host,
             step: StepId::Unpack,
             state: StepState::Failed("exit 1".into()),
+            elapsed_ms: 5,
         });
         j.save(dir.path(), 7).unwrap();
         let back = Journal::load(dir.path()).unwrap().unwrap();

@@ -13,22 +13,34 @@
 //! 6. **Mirrors**: on every host, `/etc/hosts` names the registry and containerd's
 //!    `hosts.toml` sends every registry domain of the image to it, with its CA and
 //!    credentials: nothing renamed.
-//! 7. **Launch**: run the image's `CMDS` on the first master, in the rootfs.
+//! 7. **Init/Join**: the runtime's init script on the first master, then its join
+//!    script on every other host, one at a time.
+//! 8. **Launch**: run the image's `CMDS` on the first master, in the rootfs, then each
+//!    launched app (`LAUNCH`, or the Clusterfile's `Application`) by its type or its
+//!    `APPCMDS`, with its `APPENV` (`apps.rs`).
+//!
+//! Each step runs within a time limit and steps safe to repeat are retried
+//! ([`limits`]); hosts are worked on at most `--max-parallel` at once. Progress is a
+//! stream of typed [`Event`]s, the first of which is the plan.
 //!
 //! Every step of every host leaves a marker on the host holding a fingerprint of its
 //! inputs; a re-run skips steps whose marker matches, so a failed install resumes at
 //! the failed step and a finished one re-run changes nothing.
 
+mod apps;
 pub mod connect;
 mod engine;
 mod event;
 pub mod external;
 pub mod journal;
+pub mod limits;
+mod plan;
 pub mod registry_node;
 pub mod render;
 pub mod runtime;
+mod tracked;
 
 pub(crate) use engine::write_file;
 pub use engine::{ImagePlan, Install, InstallError, Phase, StepId};
-pub use event::{Event, Reporter, StepState};
+pub use event::{Event, Finish, PlannedStep, Reporter, StepState};
 pub use registry_node::{RegistryAccess, hosts_toml, mirror_domains};

@@ -2,7 +2,8 @@
 //!
 //! It talks to no host. It is a fake, named as one:
 //! 1. Tests script replies with [`FakeRemote::on`]: the first rule whose argv prefix
-//!    matches a command answers it (an [`Output`], a timeout or a lost session).
+//!    matches a command answers it (an [`Output`], a timeout, a lost session, or
+//!    never: [`FakeReply::Hang`]).
 //!    Commands no rule matches exit 0 with no output.
 //! 2. Uploads succeed unless [`FakeRemote::fail_uploads`] scripted failures remain
 //!    ([`FakeUploadFailure`]), taken one per upload.
@@ -38,6 +39,8 @@ pub enum FakeReply {
     Timeout,
     /// The SSH session broke.
     SessionLost,
+    /// The command never ends (for time limits: the caller must give up).
+    Hang,
 }
 
 impl FakeReply {
@@ -158,7 +161,7 @@ impl FakeRemote {
                 command,
                 seconds: 0,
             }),
-            FakeReply::SessionLost => Err(RemoteError::Session {
+            FakeReply::SessionLost | FakeReply::Hang => Err(RemoteError::Session {
                 host: self.host.clone(),
                 reason: "connection lost (scripted by FakeRemote)".to_string(),
             }),
@@ -192,7 +195,11 @@ impl Remote for FakeRemote {
                 rule.reply.clone()
             })
         };
-        self.answer(reply.unwrap_or(FakeReply::exit(0, "")), cmd.summary())
+        let reply = reply.unwrap_or(FakeReply::exit(0, ""));
+        if reply == FakeReply::Hang {
+            std::future::pending::<()>().await;
+        }
+        self.answer(reply, cmd.summary())
     }
 
     async fn upload(

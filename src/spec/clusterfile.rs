@@ -343,6 +343,12 @@ pub struct ClusterSpecFields {
     /// Where airlock keeps its files on hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_root: Option<String>,
+    /// airlock: how long each install step may take, by step name (`blobs: 2h`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub step_timeouts: BTreeMap<String, String>,
+    /// airlock: how many hosts are worked on at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
 }
 
 /// `metadata`.
@@ -669,7 +675,26 @@ impl Clusterfile {
                 format!("{data_root:?} must be an absolute path without .."),
             ));
         }
+        let step_timeouts = super::engine_fields::resolve_limits(
+            &self.cluster.api_version,
+            &spec.step_timeouts,
+            spec.max_parallel,
+        )
+        .map_err(|(f, m)| err(f, m))?;
+        let (launch_apps, apps) =
+            super::engine_fields::resolve_apps(&self.applications, &spec.app_names).map_err(
+                |(field, message)| ClusterfileError {
+                    file: self.file.clone(),
+                    doc: String::new(),
+                    field,
+                    message,
+                },
+            )?;
         Ok(ClusterSpec {
+            step_timeouts,
+            max_parallel: spec.max_parallel,
+            launch_apps,
+            apps,
             name: if self.cluster.metadata.name.is_empty() {
                 "default".to_string()
             } else {
@@ -1148,6 +1173,15 @@ pub struct ClusterSpec {
     pub configs: Vec<ConfigSpec>,
     /// `Plugin` documents, run at their phases.
     pub plugins: Vec<PluginSpec>,
+    /// How long install steps may take, by step name (`spec.stepTimeouts`).
+    pub step_timeouts: BTreeMap<String, std::time::Duration>,
+    /// Hosts worked on at once (`spec.maxParallel`), if set.
+    pub max_parallel: Option<usize>,
+    /// The apps to launch instead of the image's `LAUNCH` (`Application`
+    /// `spec.launchApps` or `Cluster` `spec.appNames`).
+    pub launch_apps: Option<Vec<String>>,
+    /// Per-app launch commands and env from `Application` documents.
+    pub apps: BTreeMap<String, super::engine_fields::AppOverride>,
 }
 
 impl ClusterSpec {

@@ -4,5 +4,6 @@
 //! file, line or field at fault. No network, no hosts.
 
 pub mod clusterfile;
+pub mod engine_fields;
 pub mod kubefile;
 pub mod reference;

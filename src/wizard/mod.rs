@@ -339,7 +339,9 @@ fn install_event(state: &mut State, event: install::Event) {
     let d = &mut state.dashboard;
     let now = d.now_ms;
     match event {
-        install::Event::Step { host, step, state } => {
+        install::Event::Step {
+            host, step, state, ..
+        } => {
             let h = d.hosts.entry(host).or_default();
             h.step = Some(step.as_str().to_string());
             match state {
@@ -356,6 +358,16 @@ fn install_event(state: &mut State, event: install::Event) {
             h.sent = sent;
             h.total = total;
         }
+        install::Event::Retry {
+            host, step, reason, ..
+        } => {
+            let h = d.hosts.entry(host).or_default();
+            h.log.push(format!("{step} failed, trying again: {reason}"));
+            if h.log.len() > state::LOG_LINES {
+                h.log.remove(0);
+            }
+        }
+        install::Event::Plan { .. } | install::Event::Finished { .. } => {}
         install::Event::Log { host, line } => {
             let h = d.hosts.entry(host).or_default();
             h.log.push(line);

@@ -18,13 +18,15 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn airlock(root: &Path) -> Command {
+/// The airlock binary with its store at `root`.
+pub(crate) fn airlock(root: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
     cmd.env("AIRLOCK_ROOT", root).env("NO_COLOR", "1");
     cmd
 }
 
-fn text(out: &Output) -> String {
+/// stdout then stderr.
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -32,7 +34,8 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn ok(out: Output, what: &str) -> String {
+/// Require success; stdout and stderr.
+pub(crate) fn ok(out: Output, what: &str) -> String {
     let t = text(&out);
     assert!(out.status.success(), "{what} failed ({}):\n{t}", out.status);
     t
@@ -367,13 +370,46 @@ fn etcd_cluster_lifecycle_on_systemd_testbed_hosts() {
         "state.json on the first master",
     );
 
-    // A re-run changes nothing.
-    let again = run(&three, "run");
+    // A re-run changes nothing; with -o json, stdout is one event per line: the plan
+    // first, every step skipped, `finished` last.
+    let out = airlock(&store)
+        .args([
+            "run",
+            "-o",
+            "json",
+            "--max-parallel",
+            "2",
+            "--step-timeout",
+            "10m",
+            "-f",
+        ])
+        .arg(&three)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    let again = ok(out.clone(), "run -o json");
     let redone: Vec<&str> = again
         .lines()
         .filter(|l| l.ends_with(" done") && !l.ends_with("already done"))
         .collect();
     assert!(redone.is_empty(), "a re-run redid {redone:?}:\n{again}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(events[0]["event"], "plan", "{events:?}");
+    let planned = events[0]["steps"].as_array().unwrap().len();
+    let skipped = events
+        .iter()
+        .filter(|e| e["event"] == "step" && e["state"]["state"] == "skipped")
+        .count();
+    assert_eq!(planned, skipped, "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(
+        (&last["event"], &last["result"]["status"]),
+        (&"finished".into(), &"ok".into()),
+        "{last}"
+    );
 
     // status from the journal.
     let status = airlock(&store)
@@ -395,6 +431,32 @@ fn etcd_cluster_lifecycle_on_systemd_testbed_hosts() {
     run(&five, "apply");
     assert_eq!(members(&tb), names(&h[..5]));
     assert_eq!(healthy(&tb).matches("is healthy").count(), 5);
+    // Another operator machine: without this one's records, fetch them from the first
+    // master; status and the scale-down below work from what was fetched.
+    std::fs::remove_dir_all(store.join("clusters/etcd")).unwrap();
+    ok(
+        airlock(&store)
+            .args([
+                "cluster",
+                "fetch",
+                "--host",
+                &h[0].to_string(),
+                "-u",
+                "root",
+                "--pk",
+            ])
+            .arg(&tb.key)
+            .output()
+            .unwrap(),
+        "cluster fetch",
+    );
+    let status = airlock(&store)
+        .args(["status", "-o", "json"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(j["hosts"].as_object().unwrap().len(), 5, "{j}");
+    assert_eq!(j["outcome"]["state"], "installed", "{j}");
     run(&three, "apply");
     assert_eq!(members(&tb), names(&h[..3]));
     assert_eq!(healthy(&tb).matches("is healthy").count(), 3);
@@ -411,12 +473,35 @@ fn etcd_cluster_lifecycle_on_systemd_testbed_hosts() {
         "join",
     );
     assert_eq!(members(&tb), names(&h[..4]));
-    ok(
-        airlock(&store)
-            .args(["delete", "--nodes", &h[3].to_string(), "--yes"])
-            .output()
-            .unwrap(),
-        "delete --nodes",
+    let deleted = airlock(&store)
+        .args([
+            "delete",
+            "-o",
+            "json",
+            "--nodes",
+            &h[3].to_string(),
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    ok(deleted.clone(), "delete --nodes");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&deleted.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(
+        events[0],
+        serde_json::json!({"event": "plan", "steps": [{"host": h[3].to_string(), "step": "clean"}]})
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step" && e["step"] == "clean" && e["state"]["state"] == "done")
+    );
+    assert_eq!(
+        events.last().unwrap()["result"]["status"],
+        "ok",
+        "{events:?}"
     );
     assert_eq!(members(&tb), names(&h[..3]));
     same_as_before(&before[3], &snapshot(&tb, 4), 4);

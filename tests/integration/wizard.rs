@@ -109,6 +109,7 @@ impl WizardEngine for FakeEngine {
                     host: host.ip,
                     step,
                     state: StepState::Started,
+                    elapsed_ms: 0,
                 });
                 if step == StepId::Blobs {
                     reporter.event(install::Event::Transfer {
@@ -121,6 +122,7 @@ impl WizardEngine for FakeEngine {
                     host: host.ip,
                     step,
                     state: StepState::Done,
+                    elapsed_ms: 1,
                 });
             }
         }

@@ -202,6 +202,7 @@ fn step(s: &mut State, host: &str, step: StepId, state: StepState) {
             host: ip(host),
             step,
             state,
+            elapsed_ms: 0,
         }),
     );
 }
