@@ -28,6 +28,7 @@ use crate::install::journal::{self, Journal, Outcome};
 use crate::install::{Event, ImagePlan, Install, Reporter, write_file};
 use crate::printer::Printer;
 use crate::remote::{Remote, RemoteCommand, UploadSource};
+use crate::runtime::kubernetes::runtime::{ImageInputs, KubernetesRuntime};
 use crate::settings::Settings;
 use crate::spec::clusterfile::{ClusterSpec, Clusterfile, Host};
 use crate::spec::reference::Reference;
@@ -173,8 +174,11 @@ pub(crate) async fn converge(
     settings: &Settings,
     printer: Printer,
 ) -> anyhow::Result<()> {
-    let plan = ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
+    let mut plan = ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
     let dir = journal::cluster_dir(&settings.root, &spec.name);
+    if plan.config.runtime == "kubernetes" {
+        plan.runtime = Arc::new(kubernetes_runtime(cf, &spec, &plan, &dir)?);
+    }
     let previous = Journal::load(&dir)?;
     let listed: BTreeSet<IpAddr> = spec.hosts.iter().map(|h| h.ip).collect();
     let leaving: Vec<Host> = previous
@@ -277,6 +281,25 @@ pub(crate) async fn converge(
         install.spec.registry.port
     ));
     Ok(())
+}
+
+/// The Kubernetes runtime of the cluster: its kubeadm configuration, and its PKI and
+/// join token kept under `<cluster dir>/kubernetes/` (made on the first run).
+fn kubernetes_runtime(
+    cf: &Clusterfile,
+    spec: &ClusterSpec,
+    plan: &ImagePlan,
+    dir: &Path,
+) -> anyhow::Result<KubernetesRuntime> {
+    let image = ImageInputs {
+        name: &plan.name,
+        version: plan.config.runtime_version.as_deref(),
+        files: &plan.files,
+        labels: &plan.config.labels,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    KubernetesRuntime::prepare(spec, image, &cf.kubeadm, &dir.join("kubernetes"), now)
+        .map_err(bad_input)
 }
 
 /// A host the journal has but the Clusterfile no longer lists: reached with the

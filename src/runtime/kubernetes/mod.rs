@@ -17,3 +17,4 @@ pub mod kubeadm;
 pub mod kubeconfig;
 pub mod lb;
 pub mod pki;
+pub mod runtime;
