@@ -11,6 +11,8 @@ mod e2e;
 #[cfg(test)]
 mod kubernetes;
 #[cfg(test)]
+mod kubernetes_runtime;
+#[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
 mod registry;

@@ -395,6 +395,8 @@ impl Runtime for KubernetesRuntime {
             RemoteCommand::new("sh")
                 .args([self.kube_sh().as_str(), "token"])
                 .cwd(rootfs)
+                .env("AIRLOCK_DATA_ROOT", self.data_root.as_str())
+                .env("AIRLOCK_HOST_IP", self.first.to_string())
                 .stdin(self.token.expose().as_bytes().to_vec())
                 .sudo(),
         )
