@@ -49,21 +49,34 @@ install_pki() {
     cp -Rp "$stage/etc/." /etc/kubernetes/
 }
 
-# Run kubeadm with its output in the log; on failure print the failing phase, the last
-# lines of its output and of the kubelet's journal.
+# Run kubeadm with its output in the log. On failure, write the last lines of its output
+# and of the kubelet's journal to $report, and end stderr with five lines (what the
+# install error shows): the failing phase, kubeadm's last error, the kubelet's last
+# error, and where the rest is.
 kubeadm_run() {
     mkdir -p "$root/log"
     echo "kubeadm $*"
     code=0
     kubeadm "$@" > "$log" 2>&1 || code=$?
     [ "$code" = 0 ] && return 0
+    report="$root/log/kubeadm-failure.txt"
+    journal=$(journalctl -u kubelet -n 30 --no-pager 2>&1 || echo "(no journal)")
     {
-        phase=$(grep -o 'error execution phase [^:]*' "$log" | tail -n 1 || true)
-        echo "kubeadm $1 failed (exit $code)${phase:+ in phase ${phase#error execution phase }}"
-        echo "--- last lines of kubeadm's output ($log):"
+        echo "--- kubeadm $* (exit $code), last 20 lines of $log:"
         tail -n 20 "$log"
-        echo "--- journalctl -u kubelet (last 30 lines):"
-        journalctl -u kubelet -n 30 --no-pager 2>&1 || echo "(no journal)"
+        echo "--- journalctl -u kubelet -n 30:"
+        printf '%s\n' "$journal"
+    } > "$report"
+    cat "$report" >&2
+    phase=$(grep -o 'error execution phase [^:]*' "$log" | tail -n 1 || true)
+    phase=${phase#error execution phase }
+    kubeadm_err=$(grep -iE 'error|fail|timed out' "$log" | tail -n 1 || true)
+    kubelet_err=$(printf '%s\n' "$journal" | grep -iE 'error|fail' | tail -n 1 || true)
+    {
+        echo "kubeadm $1 failed (exit $code)${phase:+ in phase $phase}"
+        echo "kubeadm: ${kubeadm_err:-$(tail -n 1 "$log")}"
+        echo "kubelet: ${kubelet_err:-no error in its last 30 journal lines}"
+        echo "the last lines of both are in $report on this host"
     } >&2
     exit "$code"
 }

@@ -83,7 +83,7 @@ fn position(calls: &[Call], host: &str, program: &str, args: &str) -> usize {
         .unwrap_or_else(|| panic!("no `{program} {args}` on {host} in {calls:#?}"))
 }
 
-/// The one `kubeadm-<verb>-*.yaml` copy on `host`, parsed.
+/// The last `kubeadm-<verb>-*.yaml` copy on `host`, parsed.
 fn kubeadm_file(tb: &Testbed, host: usize, verb: &str) -> Vec<serde_json::Value> {
     let listing = host_text(
         tb,
@@ -91,12 +91,14 @@ fn kubeadm_file(tb: &Testbed, host: usize, verb: &str) -> Vec<serde_json::Value>
         &[
             "sh",
             "-c",
-            &format!("ls /var/log/kube-doubles/kubeadm-{verb}-*.yaml"),
+            &format!("ls /var/log/kube-doubles/kubeadm-{verb}-*.yaml | sort"),
         ],
     );
-    let files: Vec<&str> = listing.lines().collect();
-    assert_eq!(files.len(), 1, "{listing}");
-    let text = host_text(tb, host, &["cat", files[0]]);
+    let last = listing
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no kubeadm {verb} file"));
+    let text = host_text(tb, host, &["cat", last]);
     serde_saphyr::from_multiple(&text).unwrap()
 }
 
@@ -176,20 +178,54 @@ networking:
             "airlock run",
         )
     };
+    // A failing kubeadm init: the error names the phase and kubeadm's last error.
+    ok(tb.exec(1, &["touch", "/etc/kube-doubles-fail"]), "touch");
+    let failed = airlock(&store)
+        .args(["run", "-f"])
+        .arg(&cf)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    let t = text(&failed);
+    assert!(!failed.status.success(), "{t}");
+    for want in [
+        "kubeadm init failed (exit 1) in phase wait-control-plane",
+        "kubeadm: error execution phase wait-control-plane: couldn't initialize",
+        "kubelet: ",
+        "/var/lib/airlock/log/kubeadm-failure.txt",
+    ] {
+        assert!(t.contains(want), "{want:?} in:\n{t}");
+    }
+    let report = host_text(&tb, 1, &["cat", "/var/lib/airlock/log/kubeadm-failure.txt"]);
+    assert!(
+        report.contains("--- journalctl -u kubelet -n 30:"),
+        "{report}"
+    );
+    assert!(report.contains("[wait-control-plane] Waiting"), "{report}");
+    // Fixed, the same command goes on from there.
+    ok(tb.exec(1, &["rm", "/etc/kube-doubles-fail"]), "rm");
     let first = run();
     assert!(first.contains("installed"), "{first}");
 
     // Order: base on every host before its kubeadm; init on the first master only;
     // a token then the second master's join; then the worker's; then the marks.
     let log = calls(&tb);
-    let init = position(&log, &m1, "kubeadm", "init --config");
+    let init = log
+        .iter()
+        .rposition(|c| c.host == m1 && c.args.starts_with("init --config"))
+        .unwrap();
     assert!(log[init].args.contains("--skip-phases=certs"), "{log:#?}");
     for (host, kubeadm) in [(&m1, "init"), (&m2, "join"), (&w, "join")] {
         let base = position(&log, host, "base", "");
         assert!(base < position(&log, host, "kubeadm", kubeadm), "{log:#?}");
     }
     let inits: Vec<&Call> = log.iter().filter(|c| c.args.starts_with("init")).collect();
-    assert_eq!(inits.len(), 1, "{inits:#?}");
+    assert_eq!(
+        inits.len(),
+        2,
+        "the failed init and the good one: {inits:#?}"
+    );
+    assert!(inits.iter().all(|c| c.host == m1), "{inits:#?}");
     let join_m2 = position(&log, &m2, "kubeadm", "join --config");
     let join_w = position(&log, &w, "kubeadm", "join --config");
     assert!(init < join_m2 && join_m2 < join_w, "{log:#?}");
