@@ -428,4 +428,61 @@ networking:
     run();
     let after = calls(&tb);
     assert_eq!(after.len(), before, "a re-run ran {:#?}", &after[before..]);
+
+    // Deleting the second master drains it and deletes its node (from its own
+    // admin.conf), then resets it (which removes its etcd member).
+    ok(
+        airlock(&store)
+            .args(["delete", "--masters", &m2, "--yes"])
+            .output()
+            .unwrap(),
+        "airlock delete --masters",
+    );
+    let log = calls(&tb);
+    let drain = position(
+        &log,
+        &m2,
+        "kubectl",
+        "--kubeconfig /etc/kubernetes/admin.conf drain",
+    );
+    let delete = position(
+        &log,
+        &m2,
+        "kubectl",
+        "--kubeconfig /etc/kubernetes/admin.conf delete node",
+    );
+    let reset = position(&log, &m2, "kubeadm", "reset -f");
+    assert!(drain < delete && delete < reset, "{log:#?}");
+    assert!(
+        !tb.exec(2, &["test", "-e", "/etc/kubernetes"])
+            .status
+            .success()
+    );
+    // Deleting the cluster resets every host and removes the worker's LB unit.
+    ok(
+        airlock(&store)
+            .args(["delete", "--all", "--yes"])
+            .output()
+            .unwrap(),
+        "airlock delete --all",
+    );
+    let log = calls(&tb);
+    position(&log, &m1, "kubeadm", "reset -f");
+    position(&log, &w, "kubeadm", "reset -f");
+    for host in [1, 3] {
+        assert!(
+            !tb.exec(host, &["test", "-e", "/etc/kubernetes"])
+                .status
+                .success()
+        );
+        let hosts = host_text(&tb, host, &["cat", "/etc/hosts"]);
+        assert!(!hosts.contains("apiserver.cluster.local"), "{hosts}");
+    }
+    assert!(
+        !tb.exec(3, &["test", "-e", "/etc/systemd/system/airlock-lb.service"])
+            .status
+            .success()
+    );
+    let active = tb.exec(3, &["systemctl", "is-active", "airlock-lb.service"]);
+    assert_ne!(String::from_utf8_lossy(&active.stdout).trim(), "active");
 }
