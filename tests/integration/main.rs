@@ -9,6 +9,8 @@ mod distribute;
 #[cfg(test)]
 mod e2e;
 #[cfg(test)]
+mod kube_image;
+#[cfg(test)]
 mod kubernetes;
 #[cfg(test)]
 mod kubernetes_runtime;
