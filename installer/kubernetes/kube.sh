@@ -8,6 +8,8 @@
 #   token        first master: the bootstrap token on stdin as a kube-system Secret
 #   ready        first master: labels and taints, then wait for Ready nodes and pods
 #   check        first master: report nodes and kube-system pods that are not ready
+#   renew        a master: the re-issued PKI into /etc/kubernetes, static pods and the
+#                kubelet restarted (airlock cert renew)
 #   uninstall    any host: drain (masters), kubeadm reset, remove what this made
 # The image's binaries come first on PATH (rootfs bin/).
 set -eu
@@ -183,6 +185,26 @@ check)
     fi
     echo "every node is Ready and every kube-system pod runs"
     ;;
+renew)
+    install_pki
+    # The kubelet stops a static pod whose manifest goes away and starts it again
+    # when it comes back: the control plane reads the new certificates.
+    aside="$stage/manifests-aside"
+    mkdir -p "$aside"
+    for f in /etc/kubernetes/manifests/*.yaml; do
+        if [ -f "$f" ]; then mv "$f" "$aside/"; fi
+    done
+    sleep "${AIRLOCK_KUBE_RESTART_WAIT:-20}"
+    for f in "$aside"/*.yaml; do
+        if [ -f "$f" ]; then
+            mv "$f" /etc/kubernetes/manifests/
+            echo "restarted static pod $(basename "$f" .yaml)"
+        fi
+    done
+    if systemctl cat kubelet.service > /dev/null 2>&1; then
+        systemctl restart kubelet.service
+    fi
+    ;;
 uninstall)
     scope=${AIRLOCK_UNINSTALL_SCOPE:-cluster}
     if [ "$scope" = host ] && is_up; then
@@ -206,7 +228,7 @@ uninstall)
     rm -rf /etc/kubernetes
     ;;
 *)
-    echo "usage: kube.sh init|join-master|join-node|token|ready|check|uninstall" >&2
+    echo "usage: kube.sh init|join-master|join-node|token|ready|check|renew|uninstall" >&2
     exit 2
     ;;
 esac

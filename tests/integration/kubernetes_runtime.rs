@@ -146,7 +146,7 @@ metadata:
   name: kube
 spec:
   image: kube-doubles:v1
-  env: [ PodCIDR=10.244.0.0/16, CertSANs=k8s.example.com ]
+  env: [ PodCIDR=10.244.0.0/16, CertSANs=k8s.example.com, KubeRestartWait=0 ]
   ssh:
     user: root
     pk: {key}
@@ -428,6 +428,105 @@ networking:
     run();
     let after = calls(&tb);
     assert_eq!(after.len(), before, "a re-run ran {:#?}", &after[before..]);
+
+    // `cert renew --alt-names`: every leaf re-issued from the same CAs on both
+    // masters, the new name in the API server certificate, the static pods restarted.
+    let sums = |host| {
+        host_text(
+            &tb,
+            host,
+            &[
+                "sh",
+                "-c",
+                "cd /etc/kubernetes/pki && sha256sum ca.crt ca.key sa.pub etcd/ca.crt apiserver.crt",
+            ],
+        )
+    };
+    let before_renew = [sums(1), sums(2)];
+    let renewed = ok(
+        airlock(&store)
+            .args(["cert", "renew", "--alt-names", "renew.example.com", "--yes"])
+            .output()
+            .unwrap(),
+        "airlock cert renew",
+    );
+    assert_eq!(
+        renewed
+            .matches("restarted static pod kube-apiserver")
+            .count(),
+        2,
+        "{renewed}"
+    );
+    for (i, host) in [1, 2].into_iter().enumerate() {
+        let after = sums(host);
+        let line = |t: &str, f: &str| t.lines().find(|l| l.ends_with(f)).unwrap().to_string();
+        for kept in ["ca.crt", "ca.key", "sa.pub", "etcd/ca.crt"] {
+            assert_eq!(
+                line(&after, kept),
+                line(&before_renew[i], kept),
+                "{kept} changed on {host}"
+            );
+        }
+        assert_ne!(
+            line(&after, "apiserver.crt"),
+            line(&before_renew[i], "apiserver.crt")
+        );
+        let san = host_text(
+            &tb,
+            host,
+            &[
+                "openssl",
+                "x509",
+                "-noout",
+                "-ext",
+                "subjectAltName",
+                "-in",
+                "/etc/kubernetes/pki/apiserver.crt",
+            ],
+        );
+        assert!(
+            san.contains("DNS:renew.example.com") && san.contains("DNS:k8s.example.com"),
+            "{san}"
+        );
+        let verify = host_text(
+            &tb,
+            host,
+            &[
+                "openssl",
+                "verify",
+                "-CAfile",
+                "/etc/kubernetes/pki/ca.crt",
+                "/etc/kubernetes/pki/apiserver.crt",
+            ],
+        );
+        assert!(verify.contains(": OK"), "{verify}");
+        assert!(
+            tb.exec(
+                host,
+                &[
+                    "test",
+                    "-f",
+                    "/etc/kubernetes/manifests/kube-apiserver.yaml"
+                ]
+            )
+            .status
+            .success()
+        );
+    }
+    let etcd_san = host_text(
+        &tb,
+        2,
+        &[
+            "openssl",
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            "/etc/kubernetes/pki/etcd/server.crt",
+        ],
+    );
+    assert!(etcd_san.contains(&format!("IP Address:{m2}")), "{etcd_san}");
 
     // Deleting the second master drains it and deletes its node (from its own
     // admin.conf), then resets it (which removes its etcd member).

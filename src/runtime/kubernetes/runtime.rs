@@ -234,34 +234,6 @@ impl KubernetesRuntime {
         }
     }
 
-    /// What goes into a master's `/etc/kubernetes`, by path relative to it.
-    fn master_etc(&self, host: &Host) -> Vec<(String, &(String, bool))> {
-        if host.ip == self.first {
-            return self
-                .pki
-                .iter()
-                .filter(|(p, _)| !p.starts_with("nodes/"))
-                .map(|(p, f)| (p.clone(), f))
-                .collect();
-        }
-        let own = format!("nodes/{}/", node_name(host.ip));
-        let mut out: BTreeMap<String, &(String, bool)> = self
-            .pki
-            .iter()
-            .filter(|(p, _)| !p.starts_with("nodes/"))
-            .filter(|(p, _)| !matches!(p.as_str(), "kubelet.conf" | "super-admin.conf"))
-            .map(|(p, f)| (p.clone(), f))
-            .collect();
-        for (p, f) in &self.pki {
-            if let Some(rel) = p.strip_prefix(&own)
-                && rel != "kubelet.conf"
-            {
-                out.insert(rel.to_string(), f);
-            }
-        }
-        out.into_iter().collect()
-    }
-
     fn lb_unit(&self) -> String {
         let stage = self.stage();
         format!(
@@ -364,14 +336,12 @@ impl Runtime for KubernetesRuntime {
         // The kubeadm file holds the bootstrap token.
         out.push(file("kubeadm.yaml", kubeadm.into_bytes(), "600"));
         if host.is_master() {
-            for (path, (contents, secret)) in self.master_etc(host) {
-                let mode = if *secret { "600" } else { "644" };
-                out.push(file(
-                    &format!("etc/{path}"),
-                    contents.clone().into_bytes(),
-                    mode,
-                ));
-            }
+            out.extend(master_files(
+                &self.pki,
+                self.first,
+                host.ip,
+                &self.data_root,
+            ));
         } else {
             let ca = self.pki.get("pki/ca.crt").map(|(c, _)| c.clone());
             out.push(file("ca.crt", ca.unwrap_or_default().into_bytes(), "644"));
@@ -415,6 +385,150 @@ impl Runtime for KubernetesRuntime {
     }
 }
 
+/// The files staged for a master's `/etc/kubernetes`, under
+/// `<data_root>/cluster/kubernetes/etc/`: for the first master the whole layout but
+/// `nodes/`; for the others the shared certificates and keys, `admin.conf`, and their
+/// own `nodes/<name>/` files but `kubelet.conf` (their join makes it).
+pub fn master_files(
+    pki: &BTreeMap<String, (String, bool)>,
+    first: IpAddr,
+    ip: IpAddr,
+    data_root: &str,
+) -> Vec<RuntimeFile> {
+    let mut chosen: BTreeMap<String, &(String, bool)> = pki
+        .iter()
+        .filter(|(p, _)| !p.starts_with("nodes/"))
+        .filter(|(p, _)| ip == first || !matches!(p.as_str(), "kubelet.conf" | "super-admin.conf"))
+        .map(|(p, f)| (p.clone(), f))
+        .collect();
+    if ip != first {
+        let own = format!("nodes/{}/", node_name(ip));
+        for (p, f) in pki {
+            if let Some(rel) = p.strip_prefix(&own)
+                && rel != "kubelet.conf"
+            {
+                chosen.insert(rel.to_string(), f);
+            }
+        }
+    }
+    chosen
+        .into_iter()
+        .map(|(path, (contents, secret))| RuntimeFile {
+            path: format!("{data_root}/cluster/kubernetes/etc/{path}"),
+            bytes: contents.clone().into_bytes(),
+            mode: if *secret { "600" } else { "644" },
+        })
+        .collect()
+}
+
+/// `kube.sh`, staged on masters before `airlock cert renew` runs its `renew` action.
+pub fn kube_sh_file(data_root: &str) -> RuntimeFile {
+    RuntimeFile {
+        path: format!("{data_root}/cluster/kubernetes/kube.sh"),
+        bytes: KUBE_SH.as_bytes().to_vec(),
+        mode: "600",
+    }
+}
+
+/// What the PKI was made from, kept beside it for renewals (`pki-options.json`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredPkiOptions {
+    /// The service CIDR.
+    pub service_cidr: String,
+    /// The cluster DNS domain.
+    pub dns_domain: String,
+    /// The API server's extra SANs.
+    pub alt_names: Vec<String>,
+    /// The Kubernetes version.
+    pub version: String,
+}
+
+/// Re-issue every certificate and kubeconfig of the cluster's PKI under `state_dir`
+/// from its three CAs, keeping the CAs and the service-account key pair, with
+/// `add_alt_names` added to the API server's SANs. The previous files are kept as
+/// `pki-files.<unix time>.old`. Returns the new PKI.
+pub fn renew_pki(
+    state_dir: &Path,
+    masters: &[IpAddr],
+    add_alt_names: &[String],
+    now: OffsetDateTime,
+) -> Result<BTreeMap<String, (String, bool)>, KubernetesError> {
+    let root = state_dir.join("pki-files");
+    let old = read_tree(&root)?;
+    let options_path = state_dir.join("pki-options.json");
+    let text = fs_err::read_to_string(&options_path).map_err(io_err(&options_path))?;
+    let mut stored: StoredPkiOptions =
+        serde_json::from_str(&text).map_err(|e| KubernetesError::Io {
+            path: options_path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+    for name in add_alt_names {
+        if !stored.alt_names.contains(name) {
+            stored.alt_names.push(name.clone());
+        }
+    }
+    let ca = |base: &str| -> Result<pki::ExistingCa, KubernetesError> {
+        let get = |ext: &str| {
+            let path = format!("{base}.{ext}");
+            old.get(&path)
+                .map(|(c, _)| c.clone())
+                .ok_or_else(|| KubernetesError::Certificate {
+                    path: root.join(&path).display().to_string(),
+                    message: "missing: cannot renew without the CA".into(),
+                })
+        };
+        Ok(pki::ExistingCa {
+            cert_pem: get("crt")?,
+            key_pem: get("key")?,
+        })
+    };
+    let mut options = pki_options(masters, &stored);
+    options.ca = Some(ca("pki/ca")?);
+    options.front_proxy_ca = Some(ca("pki/front-proxy-ca")?);
+    options.etcd_ca = Some(ca("pki/etcd/ca")?);
+    let mut made = pki::generate(&options, now)?;
+    for f in &mut made.files {
+        let path = f.path.to_string_lossy().into_owned();
+        if let Some((kept, _)) = old
+            .get(&path)
+            .filter(|_| matches!(path.as_str(), "pki/sa.key" | "pki/sa.pub"))
+        {
+            f.contents.clone_from(kept);
+        }
+    }
+    let fresh = state_dir.join("pki-files.new");
+    if fresh.exists() {
+        fs_err::remove_dir_all(&fresh).map_err(io_err(&fresh))?;
+    }
+    fs_err::create_dir_all(&fresh).map_err(io_err(&fresh))?;
+    made.write_to(&fresh)?;
+    let aside = state_dir.join(format!("pki-files.{}.old", now.unix_timestamp()));
+    fs_err::rename(&root, &aside).map_err(io_err(&root))?;
+    fs_err::rename(&fresh, &root).map_err(io_err(&root))?;
+    let json = serde_json::to_vec_pretty(&stored).unwrap_or_default();
+    write_private(&options_path, &json).map_err(io_err(&options_path))?;
+    read_tree(&root)
+}
+
+fn pki_options(masters: &[IpAddr], stored: &StoredPkiOptions) -> PkiOptions {
+    let mut options = PkiOptions::new(
+        masters
+            .iter()
+            .map(|ip| Node {
+                name: node_name(*ip),
+                ip: *ip,
+            })
+            .collect(),
+    );
+    options.service_cidr.clone_from(&stored.service_cidr);
+    options.dns_domain.clone_from(&stored.dns_domain);
+    options.alt_names.clone_from(&stored.alt_names);
+    if let Ok((major, minor)) = kubeadm::parse_version(&stored.version) {
+        options.admin_identity = AdminIdentity::for_version(major, minor);
+    }
+    options
+}
+
 /// The Kubernetes node name of a host: airlock names nodes after their address.
 pub fn node_name(ip: IpAddr) -> String {
     ip.to_string()
@@ -452,32 +566,32 @@ fn load_or_make_pki(
     let root = dir.join("pki-files");
     if !root.join("pki/ca.crt").is_file() {
         let (service_cidr, dns_domain, alt_names) = config.pki_inputs();
-        let mut options = PkiOptions::new(
-            masters
-                .iter()
-                .map(|ip| Node {
-                    name: node_name(*ip),
-                    ip: *ip,
-                })
-                .collect(),
-        );
-        options.service_cidr = service_cidr;
-        options.dns_domain = dns_domain;
-        options.alt_names = alt_names;
-        if let Ok((major, minor)) = kubeadm::parse_version(version) {
-            options.admin_identity = AdminIdentity::for_version(major, minor);
-        }
-        let made = pki::generate(&options, now)?;
+        let stored = StoredPkiOptions {
+            service_cidr,
+            dns_domain,
+            alt_names,
+            version: version.to_string(),
+        };
+        let made = pki::generate(&pki_options(masters, &stored), now)?;
         let tmp = dir.join("pki-files.tmp");
         if tmp.exists() {
             fs_err::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
         }
         fs_err::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         made.write_to(&tmp)?;
+        let options_path = dir.join("pki-options.json");
+        let json = serde_json::to_vec_pretty(&stored).unwrap_or_default();
+        write_private(&options_path, &json).map_err(io_err(&options_path))?;
         fs_err::rename(&tmp, &root).map_err(io_err(&root))?;
     }
+    read_tree(&root)
+}
+
+/// Every file under `root`, by relative path, with whether it is secret (not a
+/// certificate or public key).
+fn read_tree(root: &Path) -> Result<BTreeMap<String, (String, bool)>, KubernetesError> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![root.clone()];
+    let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in fs_err::read_dir(&d).map_err(io_err(&d))? {
             let path = entry.map_err(io_err(&d))?.path();
@@ -486,7 +600,7 @@ fn load_or_make_pki(
                 continue;
             }
             let rel = path
-                .strip_prefix(&root)
+                .strip_prefix(root)
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .into_owned();
