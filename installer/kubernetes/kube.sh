@@ -10,6 +10,9 @@
 #   check        first master: report nodes and kube-system pods that are not ready
 #   renew        a master: the re-issued PKI into /etc/kubernetes, static pods and the
 #                kubelet restarted (airlock cert renew)
+#   upgrade-apply  first master: kubeadm upgrade apply $AIRLOCK_KUBE_VERSION, base, kubelet
+#   upgrade-node   other hosts: kubeadm upgrade node, base, kubelet restarted
+#   drain NODE / uncordon NODE   first master, around a worker's upgrade
 #   uninstall    any host: drain (masters), kubeadm reset, remove what this made
 # The image's binaries come first on PATH (rootfs bin/).
 set -eu
@@ -205,6 +208,23 @@ renew)
         systemctl restart kubelet.service
     fi
     ;;
+upgrade-apply)
+    kubeadm_run upgrade apply "$AIRLOCK_KUBE_VERSION" --yes
+    base
+    if systemctl cat kubelet.service > /dev/null 2>&1; then systemctl restart kubelet.service; fi
+    ;;
+upgrade-node)
+    kubeadm_run upgrade node
+    base
+    if systemctl cat kubelet.service > /dev/null 2>&1; then systemctl restart kubelet.service; fi
+    ;;
+drain)
+    kubectl --kubeconfig "$admin" drain "$2" --ignore-daemonsets --delete-emptydir-data \
+        --timeout=300s
+    ;;
+uncordon)
+    kubectl --kubeconfig "$admin" uncordon "$2"
+    ;;
 uninstall)
     scope=${AIRLOCK_UNINSTALL_SCOPE:-cluster}
     if [ "$scope" = host ] && is_up; then
@@ -228,7 +248,7 @@ uninstall)
     rm -rf /etc/kubernetes
     ;;
 *)
-    echo "usage: kube.sh init|join-master|join-node|token|ready|check|renew|uninstall" >&2
+    echo "usage: kube.sh init|join-master|join-node|token|ready|check|renew|upgrade-apply|upgrade-node|drain|uncordon|uninstall" >&2
     exit 2
     ;;
 esac

@@ -174,9 +174,28 @@ pub(crate) async fn converge(
     settings: &Settings,
     printer: Printer,
 ) -> anyhow::Result<()> {
+    converge_image(cf, spec, from, yes, settings, printer, false)
+        .await
+        .map(drop)
+}
+
+/// [`converge`], returning the image's plan; with `artifacts_only` the runtime has no
+/// step (`airlock upgrade` puts the new image's files, registry and launch in place,
+/// then upgrades the runtime itself).
+pub(crate) async fn converge_image(
+    cf: &Clusterfile,
+    spec: ClusterSpec,
+    from: ImageSource,
+    yes: bool,
+    settings: &Settings,
+    printer: Printer,
+    artifacts_only: bool,
+) -> anyhow::Result<ImagePlan> {
     let mut plan = ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
     let dir = journal::cluster_dir(&settings.root, &spec.name);
-    if plan.config.runtime == "kubernetes" {
+    if artifacts_only {
+        plan.runtime = Arc::new(crate::install::runtime::GenericRuntime::default());
+    } else if plan.config.runtime == "kubernetes" {
         plan.runtime = Arc::new(kubernetes_runtime(cf, &spec, &plan, &dir)?);
     }
     let previous = Journal::load(&dir)?;
@@ -280,7 +299,7 @@ pub(crate) async fn converge(
         install.spec.registry.domain,
         install.spec.registry.port
     ));
-    Ok(())
+    Ok(install.plan)
 }
 
 /// The Kubernetes runtime of the cluster: its kubeadm configuration, and its PKI and

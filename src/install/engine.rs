@@ -76,11 +76,13 @@ pub enum Phase {
     PreCleanHost,
     /// On a host being removed, after its uninstall (before its data root goes).
     PostCleanHost,
+    /// On every host, after `airlock upgrade` upgraded the cluster.
+    Upgrade,
 }
 
 impl Phase {
     /// Every phase.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::PreInitHost,
         Self::PostInitHost,
         Self::PreInstall,
@@ -89,6 +91,7 @@ impl Phase {
         Self::PostScaleup,
         Self::PreCleanHost,
         Self::PostCleanHost,
+        Self::Upgrade,
     ];
 
     /// sealer's name of the phase (`action:` of a Plugin document).
@@ -102,6 +105,7 @@ impl Phase {
             Self::PostScaleup => "post-scaleup",
             Self::PreCleanHost => "pre-clean-host",
             Self::PostCleanHost => "post-clean-host",
+            Self::Upgrade => "upgrade",
         }
     }
 
@@ -140,6 +144,7 @@ impl StepId {
                 Phase::PostScaleup => "plugin-post-scaleup",
                 Phase::PreCleanHost => "plugin-pre-clean-host",
                 Phase::PostCleanHost => "plugin-post-clean-host",
+                Phase::Upgrade => "plugin-upgrade",
             },
         }
     }

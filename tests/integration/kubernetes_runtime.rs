@@ -528,6 +528,86 @@ networking:
     );
     assert!(etcd_san.contains(&format!("IP Address:{m2}")), "{etcd_san}");
 
+    // `airlock upgrade`: the newer image everywhere without a runtime step, then
+    // `kubeadm upgrade apply` on the first master, `upgrade node` on the second, the
+    // worker drained, upgraded and uncordoned, then the `upgrade` plugins.
+    let v2 = work.path().join("v2");
+    ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg(repo().join("tests/fixtures/kube-doubles"))
+            .arg(&v2)
+            .output()
+            .unwrap(),
+        "cp",
+    );
+    let kubefile = std::fs::read_to_string(v2.join("Kubefile")).unwrap();
+    std::fs::write(
+        v2.join("Kubefile"),
+        kubefile.replace("v1.30.2", "v1.31.0") + "COPY plugins plugins\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(v2.join("plugins")).unwrap();
+    std::fs::write(
+        v2.join("plugins/upgrade.yaml"),
+        "apiVersion: sealer.io/v1\nkind: Plugin\nmetadata:\n  name: record-upgrade\nspec:\n  type: SHELL\n  action: upgrade\n  data: printf '%s %s upgrade-plugin\\n' \"$(date +%s%N)\" \"$AIRLOCK_HOST_IP\" >> /var/log/kube-doubles/calls\n",
+    )
+    .unwrap();
+    ok(
+        airlock(&store)
+            .args(["build", "-t", "kube-doubles:v2"])
+            .arg(&v2)
+            .output()
+            .unwrap(),
+        "airlock build v2",
+    );
+    let before_upgrade = calls(&tb).len();
+    let upgraded = ok(
+        airlock(&store)
+            .args(["upgrade", "kube-doubles:v2", "--yes"])
+            .output()
+            .unwrap(),
+        "airlock upgrade",
+    );
+    assert!(
+        upgraded.contains("upgraded kube to kube-doubles:v2 (Kubernetes v1.31.0)"),
+        "{upgraded}"
+    );
+    let log = calls(&tb);
+    let new = &log[before_upgrade..];
+    assert!(
+        new.iter()
+            .all(|c| !c.args.starts_with("init") && !c.args.starts_with("join")),
+        "{new:#?}"
+    );
+    let apply = position(new, &m1, "kubeadm", "upgrade apply v1.31.0 --yes");
+    let node_m2 = position(new, &m2, "kubeadm", "upgrade node");
+    let drain_w = position(
+        new,
+        &m1,
+        "kubectl",
+        &format!("--kubeconfig /etc/kubernetes/admin.conf drain {w}"),
+    );
+    let node_w = position(new, &w, "kubeadm", "upgrade node");
+    let uncordon_w = position(
+        new,
+        &m1,
+        "kubectl",
+        &format!("--kubeconfig /etc/kubernetes/admin.conf uncordon {w}"),
+    );
+    assert!(
+        apply < node_m2 && node_m2 < drain_w && drain_w < node_w && node_w < uncordon_w,
+        "{new:#?}"
+    );
+    for host in [&m1, &m2, &w] {
+        assert!(
+            position(new, host, "upgrade-plugin", "") > uncordon_w,
+            "{new:#?}"
+        );
+    }
+    let recorded = std::fs::read_to_string(store.join("clusters/kube/Clusterfile")).unwrap();
+    assert!(recorded.contains("kube-doubles:v2"), "{recorded}");
+
     // Deleting the second master drains it and deletes its node (from its own
     // admin.conf), then resets it (which removes its etcd member).
     ok(
