@@ -244,6 +244,7 @@ pub(crate) async fn converge_image(
 
     if !leaving.is_empty() {
         clean(&spec, &leaving, &remotes, Scope::Host, false, printer).await?;
+        rewrite_lb_backends(&dir, &spec, &remotes, printer).await?;
     }
     let mut j = Journal::new(
         &spec.name,
@@ -319,6 +320,40 @@ fn kubernetes_runtime(
     let now = time::OffsetDateTime::now_utc();
     KubernetesRuntime::prepare(spec, image, &cf.kubeadm, &dir.join("kubernetes"), now)
         .map_err(bad_input)
+}
+
+/// On a Kubernetes cluster (one with a PKI under `<cluster dir>/kubernetes/`), point
+/// every worker's load balancer at the masters of `spec` (after masters left).
+pub(crate) async fn rewrite_lb_backends(
+    dir: &Path,
+    spec: &ClusterSpec,
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    if !dir.join("kubernetes/pki-files").is_dir() {
+        return Ok(());
+    }
+    let masters: Vec<IpAddr> = spec
+        .hosts
+        .iter()
+        .filter(|h| h.is_master())
+        .map(|h| h.ip)
+        .collect();
+    let file = crate::runtime::kubernetes::runtime::lb_backends_file(&spec.data_root, &masters);
+    for host in spec.hosts.iter().filter(|h| !h.is_master()) {
+        let remote = remotes
+            .get(&host.ip)
+            .with_context(|| format!("{}: not connected", host.ip))?;
+        write_file(remote.as_ref(), &file.path, &file.bytes, file.mode)
+            .await
+            .with_context(|| format!("{}: rewriting the load balancer's backends", host.ip))?;
+        printer.status(format!(
+            "{}: load balancer backends: {}",
+            host.ip,
+            ips_text(masters.iter().copied())
+        ));
+    }
+    Ok(())
 }
 
 /// A host the journal has but the Clusterfile no longer lists: reached with the

@@ -114,6 +114,9 @@ pub async fn run(args: DeleteArgs, settings: &Settings, printer: Printer) -> any
         .collect();
     let remotes = connect_all(&spec, settings, printer).await?;
     cluster::clean(&spec, &leaving, &remotes, Scope::Host, false, printer).await?;
+    let mut staying = spec.clone();
+    staying.hosts.retain(|h| !gone_set.contains(&h.ip));
+    cluster::rewrite_lb_backends(&dir, &staying, &remotes, printer).await?;
     cf.remove_hosts(&gone);
     journal::write_atomic(
         &dir.join(journal::CLUSTERFILE),

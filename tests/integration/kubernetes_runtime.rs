@@ -637,6 +637,13 @@ networking:
             .status
             .success()
     );
+    // The worker's load balancer now has the first master only.
+    let backends = host_text(
+        &tb,
+        3,
+        &["cat", "/var/lib/airlock/cluster/kubernetes/lb-backends"],
+    );
+    assert_eq!(backends, format!("{m1}:6443\n"));
     // Deleting the cluster resets every host and removes the worker's LB unit.
     ok(
         airlock(&store)

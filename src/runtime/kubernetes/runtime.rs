@@ -350,12 +350,7 @@ impl Runtime for KubernetesRuntime {
                 self.lb_unit().into_bytes(),
                 "644",
             ));
-            let backends: String = self
-                .masters
-                .iter()
-                .map(|ip| format!("{}\n", std::net::SocketAddr::new(*ip, kubeadm::API_PORT)))
-                .collect();
-            out.push(file("lb-backends", backends.into_bytes(), "644"));
+            out.push(lb_backends_file(&self.data_root, &self.masters));
         }
         out
     }
@@ -419,6 +414,20 @@ pub fn master_files(
             mode: if *secret { "600" } else { "644" },
         })
         .collect()
+}
+
+/// A worker's `lb-backends`: every master's API server, one `IP:6443` a line
+/// (`airlock agent lb` re-reads it every second).
+pub fn lb_backends_file(data_root: &str, masters: &[IpAddr]) -> RuntimeFile {
+    let backends: String = masters
+        .iter()
+        .map(|ip| format!("{}\n", std::net::SocketAddr::new(*ip, kubeadm::API_PORT)))
+        .collect();
+    RuntimeFile {
+        path: format!("{data_root}/cluster/kubernetes/lb-backends"),
+        bytes: backends.into_bytes(),
+        mode: "644",
+    }
 }
 
 /// `kube.sh`, staged on masters before `airlock cert renew` runs its `renew` action.
