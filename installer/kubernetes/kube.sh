@@ -13,6 +13,7 @@
 #   upgrade-apply  first master: kubeadm upgrade apply $AIRLOCK_KUBE_VERSION, base, kubelet
 #   upgrade-node   other hosts: kubeadm upgrade node, base, kubelet restarted
 #   drain NODE / uncordon NODE   first master, around a worker's upgrade
+#   delete-node NODE             first master, after a worker left
 #   uninstall    any host: drain (masters), kubeadm reset, remove what this made
 # The image's binaries come first on PATH (rootfs bin/).
 set -eu
@@ -225,6 +226,9 @@ drain)
 uncordon)
     kubectl --kubeconfig "$admin" uncordon "$2"
     ;;
+delete-node)
+    kubectl --kubeconfig "$admin" delete node "$2" --ignore-not-found
+    ;;
 uninstall)
     scope=${AIRLOCK_UNINSTALL_SCOPE:-cluster}
     if [ "$scope" = host ] && is_up; then
@@ -248,7 +252,7 @@ uninstall)
     rm -rf /etc/kubernetes
     ;;
 *)
-    echo "usage: kube.sh init|join-master|join-node|token|ready|check|renew|upgrade-apply|upgrade-node|drain|uncordon|uninstall" >&2
+    echo "usage: kube.sh init|join-master|join-node|token|ready|check|renew|upgrade-apply|upgrade-node|drain|uncordon|delete-node|uninstall" >&2
     exit 2
     ;;
 esac

@@ -243,7 +243,25 @@ pub(crate) async fn converge_image(
     confirm(yes, &what)?;
 
     if !leaving.is_empty() {
+        workers_leaving(
+            &dir,
+            &spec,
+            &leaving,
+            &remotes,
+            WorkerLeaving::Drain,
+            printer,
+        )
+        .await?;
         clean(&spec, &leaving, &remotes, Scope::Host, false, printer).await?;
+        workers_leaving(
+            &dir,
+            &spec,
+            &leaving,
+            &remotes,
+            WorkerLeaving::DeleteNode,
+            printer,
+        )
+        .await?;
         rewrite_lb_backends(&dir, &spec, &remotes, printer).await?;
     }
     let mut j = Journal::new(
@@ -320,6 +338,66 @@ fn kubernetes_runtime(
     let now = time::OffsetDateTime::now_utc();
     KubernetesRuntime::prepare(spec, image, &cf.kubeadm, &dir.join("kubernetes"), now)
         .map_err(bad_input)
+}
+
+/// What the first master does about a worker leaving a Kubernetes cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkerLeaving {
+    /// Before its reset: drain it (a failure is reported, not fatal: the worker may
+    /// be dead already).
+    Drain,
+    /// After its reset: delete its node.
+    DeleteNode,
+}
+
+/// On a Kubernetes cluster, run `kube.sh drain` or `delete-node` on the first master
+/// for each worker in `leaving` (masters drain themselves in their uninstall).
+pub(crate) async fn workers_leaving(
+    dir: &Path,
+    spec: &ClusterSpec,
+    leaving: &[Host],
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    what: WorkerLeaving,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    if !dir.join("kubernetes/pki-files").is_dir() {
+        return Ok(());
+    }
+    let first = spec.first_master().ip;
+    let remote = remotes
+        .get(&first)
+        .with_context(|| format!("{first}: not connected"))?;
+    let root = spec.data_root.as_str();
+    for host in leaving.iter().filter(|h| !h.is_master()) {
+        let action = match what {
+            WorkerLeaving::Drain => "drain",
+            WorkerLeaving::DeleteNode => "delete-node",
+        };
+        let node = crate::runtime::kubernetes::runtime::node_name(host.ip);
+        let cmd = RemoteCommand::new("sh")
+            .args([
+                format!("{root}/cluster/kubernetes/kube.sh"),
+                action.into(),
+                node,
+            ])
+            .cwd(format!("{root}/rootfs"))
+            .env("AIRLOCK_DATA_ROOT", root)
+            .env("AIRLOCK_HOST_IP", first.to_string())
+            .sudo();
+        match remote.check(&cmd).await {
+            Ok(_) => printer.status(format!("{first}: {action} {}", host.ip)),
+            Err(e) if what == WorkerLeaving::Drain => printer.status(format!(
+                "{first}: could not drain {} ({e}); going on",
+                host.ip
+            )),
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("{first}: deleting node {}", host.ip))
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// On a Kubernetes cluster (one with a PKI under `<cluster dir>/kubernetes/`), point

@@ -113,7 +113,13 @@ pub async fn run(args: DeleteArgs, settings: &Settings, printer: Printer) -> any
         .cloned()
         .collect();
     let remotes = connect_all(&spec, settings, printer).await?;
+    let (drain, delete_node) = (
+        cluster::WorkerLeaving::Drain,
+        cluster::WorkerLeaving::DeleteNode,
+    );
+    cluster::workers_leaving(&dir, &spec, &leaving, &remotes, drain, printer).await?;
     cluster::clean(&spec, &leaving, &remotes, Scope::Host, false, printer).await?;
+    cluster::workers_leaving(&dir, &spec, &leaving, &remotes, delete_node, printer).await?;
     let mut staying = spec.clone();
     staying.hosts.retain(|h| !gone_set.contains(&h.ip));
     cluster::rewrite_lb_backends(&dir, &staying, &remotes, printer).await?;

@@ -644,7 +644,29 @@ networking:
         &["cat", "/var/lib/airlock/cluster/kubernetes/lb-backends"],
     );
     assert_eq!(backends, format!("{m1}:6443\n"));
-    // Deleting the cluster resets every host and removes the worker's LB unit.
+    // Deleting the worker: drained from the first master, reset (its LB unit goes),
+    // then its node deleted from the first master.
+    ok(
+        airlock(&store)
+            .args(["delete", "--nodes", &w, "--yes"])
+            .output()
+            .unwrap(),
+        "airlock delete --nodes",
+    );
+    let log = calls(&tb);
+    let drain = log
+        .iter()
+        .rposition(|c| c.host == m1 && c.args.contains(&format!("drain {w}")))
+        .unwrap();
+    let reset = position(&log, &w, "kubeadm", "reset -f");
+    let gone = position(
+        &log,
+        &m1,
+        "kubectl",
+        &format!("--kubeconfig /etc/kubernetes/admin.conf delete node {w}"),
+    );
+    assert!(drain < reset && reset < gone, "{log:#?}");
+    // Deleting the cluster resets the last host.
     ok(
         airlock(&store)
             .args(["delete", "--all", "--yes"])
@@ -654,7 +676,6 @@ networking:
     );
     let log = calls(&tb);
     position(&log, &m1, "kubeadm", "reset -f");
-    position(&log, &w, "kubeadm", "reset -f");
     for host in [1, 3] {
         assert!(
             !tb.exec(host, &["test", "-e", "/etc/kubernetes"])
