@@ -3,7 +3,7 @@
 //! 1. Read the recorded Clusterfile (or `-f`), point it at IMAGE, and check that IMAGE
 //!    is a Kubernetes image with a version.
 //! 2. Converge the hosts onto IMAGE with the runtime's steps left out
-//!    ([`cluster::converge_image`]): each host gets only the blobs it lacks (the
+//!    (`cluster::converge_image`): each host gets only the blobs it lacks (the
 //!    blobs step), the new rootfs, the registry with the new images, the mirrors and
 //!    the launch; the Clusterfile and journal are recorded with the new image.
 //! 3. Stage the new `kube.sh` on every host, then: `kubeadm upgrade apply VERSION` on

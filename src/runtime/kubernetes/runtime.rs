@@ -22,6 +22,9 @@
 //!    (`kube.sh ready`).
 //! 5. `airlock check --post` and `airlock reset`/`delete` run `check.sh` and
 //!    `uninstall.sh` from the staging directory (recorded by the engine).
+//! 6. Afterwards, [`renew_pki`] re-issues the PKI from its CAs (`airlock cert renew`),
+//!    [`master_files`] and [`kube_sh_file`] stage it on masters, and
+//!    [`lb_backends_file`] rewrites the workers' backends when masters leave.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
