@@ -346,6 +346,20 @@ networking:
             .unwrap()
             .starts_with("sha256:")
     );
+    // The CA hash is kubeadm's: SHA-256 of the CA's DER public key (SPKI).
+    let spki = host_text(
+        &tb,
+        1,
+        &[
+            "sh",
+            "-c",
+            "openssl x509 -pubkey -noout -in /etc/kubernetes/pki/ca.crt | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1",
+        ],
+    );
+    assert_eq!(
+        discovery["caCertHashes"][0],
+        format!("sha256:{}", spki.trim())
+    );
     let join_w_docs = kubeadm_file(&tb, 3, "join");
     assert!(
         doc(&join_w_docs, "JoinConfiguration")

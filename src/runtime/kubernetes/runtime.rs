@@ -786,4 +786,58 @@ mod tests {
         // The service CIDR of the env reached the API server certificate's service IP.
         assert_eq!(rt.config.pki_inputs().0, "10.200.0.0/16");
     }
+
+    #[test]
+    fn renewal_keeps_the_cas_and_service_account_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, rt) = prepare(dir.path());
+        let masters: Vec<IpAddr> = spec
+            .hosts
+            .iter()
+            .filter(|h| h.is_master())
+            .map(|h| h.ip)
+            .collect();
+        let renewed = renew_pki(
+            dir.path(),
+            &masters,
+            &["new.example.com".to_string()],
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        for kept in [
+            "pki/ca.crt",
+            "pki/ca.key",
+            "pki/front-proxy-ca.crt",
+            "pki/front-proxy-ca.key",
+            "pki/etcd/ca.crt",
+            "pki/etcd/ca.key",
+            "pki/sa.key",
+            "pki/sa.pub",
+        ] {
+            assert_eq!(renewed[kept], rt.pki[kept], "{kept}");
+        }
+        for fresh in [
+            "pki/apiserver.crt",
+            "pki/apiserver.key",
+            "admin.conf",
+            "nodes/198.18.0.3/pki/etcd/server.crt",
+        ] {
+            assert_ne!(renewed[fresh], rt.pki[fresh], "{fresh}");
+        }
+        // The next renewal remembers the added name; the old files are kept aside.
+        let stored: StoredPkiOptions = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("pki-options.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(stored.alt_names.contains(&"new.example.com".to_string()));
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".old"))
+            .count();
+        assert_eq!(aside, 1);
+        // Loading after the renewal gives the renewed PKI.
+        let (_, again) = prepare(dir.path());
+        assert_eq!(again.pki, renewed);
+    }
 }
