@@ -80,9 +80,11 @@ pub enum Command {
     /// The embedded OCI registry.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
-    /// The cluster PKI: generate it, check when it expires.
+    /// The cluster PKI: generate it, check when it expires, renew it on a cluster.
     #[command(subcommand)]
     Cert(commands::cert::CertCommand),
+    /// Upgrade a Kubernetes cluster to a newer cluster image.
+    Upgrade(commands::upgrade::UpgradeArgs),
     /// Node-side helpers that airlock runs on hosts (not for direct use).
     #[command(subcommand, hide = true)]
     Agent(commands::agent::AgentCommand),

@@ -26,6 +26,31 @@ pub enum CertCommand {
     Gen(Box<GenArgs>),
     /// Print when every certificate of a kubeadm layout expires.
     Check(CheckArgs),
+    /// Re-issue every certificate of an installed cluster from its CAs (kept) and put
+    /// them on every master, restarting the control plane; `--alt-names` adds SANs to
+    /// the API server certificate.
+    Renew(RenewArgs),
+}
+
+/// Flags of `airlock cert renew`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  airlock cert renew --yes\n  airlock cert renew --alt-names k8s.example.com,10.0.0.9 --yes"
+)]
+pub struct RenewArgs {
+    /// Extra SANs for the API server certificate, comma-separated IPs or DNS names
+    /// (kept for later renewals).
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub alt_names: Vec<String>,
+    /// The cluster (default: the only one recorded on this machine).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Read the cluster from this Clusterfile instead of the recorded one.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 /// Flags of `airlock cert gen`.
@@ -89,11 +114,108 @@ pub struct CheckArgs {
 }
 
 /// Run a `cert` subcommand.
-pub async fn run(cmd: CertCommand, _settings: &Settings, printer: Printer) -> anyhow::Result<()> {
+pub async fn run(cmd: CertCommand, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
     match cmd {
         CertCommand::Gen(args) => generate(*args, printer).await,
         CertCommand::Check(args) => check(&args, printer),
+        CertCommand::Renew(args) => renew(args, settings, printer).await,
     }
+}
+
+/// Renew the PKI kept for the cluster, then on each master (one at a time) stage the
+/// new files and run `kube.sh renew`.
+async fn renew(args: RenewArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
+    use crate::commands::cluster;
+    use crate::install::{journal, write_file};
+    use crate::remote::RemoteCommand;
+    use crate::runtime::kubernetes::runtime::{kube_sh_file, master_files, renew_pki};
+
+    for name in &args.alt_names {
+        if name.trim().is_empty() {
+            return Err(bad_input("--alt-names: an empty name"));
+        }
+    }
+    let cf =
+        cluster::clusterfile_or_stored(args.file.as_deref(), args.cluster.as_deref(), settings)?;
+    let spec = cluster::resolve(&cf, settings)?;
+    let state = journal::cluster_dir(&settings.root, &spec.name).join("kubernetes");
+    if !state.join("pki-files/pki/ca.crt").is_file() {
+        return Err(bad_input(format!(
+            "cluster {}: no PKI under {} (is it a Kubernetes cluster installed from this machine?)",
+            spec.name,
+            state.display()
+        )));
+    }
+    let masters: Vec<IpAddr> = spec
+        .hosts
+        .iter()
+        .filter(|h| h.is_master())
+        .map(|h| h.ip)
+        .collect();
+    let what = if args.alt_names.is_empty() {
+        format!(
+            "re-issue the certificates of cluster {} and restart its control plane",
+            spec.name
+        )
+    } else {
+        format!(
+            "re-issue the certificates of cluster {} with the API server names {} and restart its control plane",
+            spec.name,
+            args.alt_names.join(", ")
+        )
+    };
+    cluster::confirm(args.yes, &what)?;
+    let remotes = super::run::connect_all(&spec, settings, printer).await?;
+    let now = OffsetDateTime::now_utc();
+    let (dir, ips, names) = (state.clone(), masters.clone(), args.alt_names.clone());
+    let pki = tokio::task::spawn_blocking(move || renew_pki(&dir, &ips, &names, now))
+        .await
+        .context("the PKI generator stopped")?
+        .map_err(|e| anyhow::anyhow!(e))
+        .with_context(|| format!("renewing the PKI under {}", state.display()))?;
+    printer.status(format!("re-issued the PKI under {}", state.display()));
+    let first = spec.first_master().ip;
+    let root = spec.data_root.as_str();
+    let wait = spec
+        .env
+        .get("KubeRestartWait")
+        .cloned()
+        .unwrap_or_else(|| "20".to_string());
+    for ip in &masters {
+        let remote = remotes
+            .get(ip)
+            .with_context(|| format!("{ip}: not connected"))?;
+        let mut files = vec![kube_sh_file(root)];
+        files.extend(master_files(&pki, first, *ip, root));
+        for f in &files {
+            write_file(remote.as_ref(), &f.path, &f.bytes, f.mode)
+                .await
+                .with_context(|| format!("{ip}: writing {}", f.path))?;
+        }
+        let cmd = RemoteCommand::new("sh")
+            .args([
+                format!("{root}/cluster/kubernetes/kube.sh"),
+                "renew".to_string(),
+            ])
+            .cwd(format!("{root}/rootfs"))
+            .env("AIRLOCK_DATA_ROOT", root)
+            .env("AIRLOCK_HOST_IP", ip.to_string())
+            .env("AIRLOCK_KUBE_RESTART_WAIT", wait.as_str())
+            .sudo();
+        let out = remote.check(&cmd).await.with_context(|| {
+            format!("{ip}: renewing the certificates (run the same command again)")
+        })?;
+        for line in out.stdout_text().lines() {
+            printer.status(format!("{ip}| {line}"));
+        }
+        printer.status(format!("{ip}: certificates renewed"));
+    }
+    printer.result(format!(
+        "renewed the certificates of {} on {} master(s)",
+        spec.name,
+        masters.len()
+    ));
+    Ok(())
 }
 
 async fn generate(args: GenArgs, printer: Printer) -> anyhow::Result<()> {

@@ -33,6 +33,7 @@ use crate::install::{
 };
 use crate::printer::Printer;
 use crate::remote::{Remote, RemoteCommand, UploadSource};
+use crate::runtime::kubernetes::runtime::{ImageInputs, KubernetesRuntime};
 use crate::settings::Settings;
 use crate::spec::clusterfile::{ClusterSpec, Clusterfile, Host};
 use crate::spec::reference::Reference;
@@ -171,6 +172,25 @@ pub(crate) async fn converge(
     settings: &Settings,
     printer: Printer,
 ) -> anyhow::Result<()> {
+    converge_image(cf, spec, from, yes, engine, settings, printer, false)
+        .await
+        .map(drop)
+}
+
+/// [`converge`], returning the image's plan; with `artifacts_only` the runtime has no
+/// step (`airlock upgrade` puts the new image's files, registry and launch in place,
+/// then upgrades the runtime itself).
+#[expect(clippy::too_many_arguments, reason = "the verbs' parts, passed on")]
+pub(crate) async fn converge_image(
+    cf: &Clusterfile,
+    spec: ClusterSpec,
+    from: ImageSource,
+    yes: bool,
+    engine: &EngineArgs,
+    settings: &Settings,
+    printer: Printer,
+    artifacts_only: bool,
+) -> anyhow::Result<ImagePlan> {
     let limits = Limits::from_spec(&spec, &engine.overrides()?);
     for step in limits.timeouts.keys() {
         if !limits::is_step_name(step) {
@@ -187,9 +207,26 @@ pub(crate) async fn converge(
         engine.format,
         printer,
     );
-    let result = converge_with(cf, spec, from, yes, limits, &progress, settings, printer).await;
+    let mut plan = None;
+    let result = converge_with(
+        cf,
+        spec,
+        from,
+        yes,
+        limits,
+        &progress,
+        settings,
+        printer,
+        artifacts_only,
+    )
+    .await
+    .map(|(summary, p)| {
+        plan = Some(p);
+        summary
+    });
     printer.status(format!("log: {}", log_path.display()));
-    progress.finish(result)
+    progress.finish(result)?;
+    plan.ok_or_else(|| anyhow::anyhow!("the install finished without its plan"))
 }
 
 #[expect(clippy::too_many_arguments, reason = "the one caller passes its parts")]
@@ -202,9 +239,15 @@ async fn converge_with(
     progress: &Progress,
     settings: &Settings,
     printer: Printer,
-) -> anyhow::Result<String> {
-    let plan = ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
+    artifacts_only: bool,
+) -> anyhow::Result<(String, ImagePlan)> {
+    let mut plan = ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
     let dir = journal::cluster_dir(&settings.root, &spec.name);
+    if artifacts_only {
+        plan.runtime = Arc::new(crate::install::runtime::GenericRuntime::default());
+    } else if plan.config.runtime == "kubernetes" {
+        plan.runtime = Arc::new(kubernetes_runtime(cf, &spec, &plan, &dir)?);
+    }
     let previous = Journal::load(&dir)?;
     let listed: BTreeSet<IpAddr> = spec.hosts.iter().map(|h| h.ip).collect();
     let leaving: Vec<Host> = previous
@@ -250,6 +293,15 @@ async fn converge_with(
     confirm(yes, &what)?;
 
     if !leaving.is_empty() {
+        workers_leaving(
+            &dir,
+            &spec,
+            &leaving,
+            &remotes,
+            WorkerLeaving::Drain,
+            printer,
+        )
+        .await?;
         clean(
             &spec,
             &leaving,
@@ -260,6 +312,16 @@ async fn converge_with(
             progress.reporter.as_ref(),
         )
         .await?;
+        workers_leaving(
+            &dir,
+            &spec,
+            &leaving,
+            &remotes,
+            WorkerLeaving::DeleteNode,
+            printer,
+        )
+        .await?;
+        rewrite_lb_backends(&dir, &spec, &remotes, printer).await?;
     }
     let mut j = Journal::new(
         &spec.name,
@@ -308,13 +370,14 @@ async fn converge_with(
     j.outcome = Outcome::Installed;
     j.save(&dir, now())?;
     record_on_first_master(&install, cf, &j).await?;
-    Ok(format!(
+    let summary = format!(
         "installed {} on {} hosts; registry at {}://{}",
         install.plan.name,
         install.spec.hosts.len(),
         install.registry_access.scheme(),
         install.spec.registry.address()
-    ))
+    );
+    Ok((summary, install.plan))
 }
 
 /// The registry's CA, certificate and credentials, made once per cluster under its
@@ -348,6 +411,119 @@ pub(crate) async fn registry_access(
             .with_context(|| format!("taking back the registry's CA from {first}"))?;
     }
     RegistryAccess::prepare(spec, &dir, std::time::SystemTime::now()).map_err(bad_input)
+}
+
+/// The Kubernetes runtime of the cluster: its kubeadm configuration, and its PKI and
+/// join token kept under `<cluster dir>/kubernetes/` (made on the first run).
+fn kubernetes_runtime(
+    cf: &Clusterfile,
+    spec: &ClusterSpec,
+    plan: &ImagePlan,
+    dir: &Path,
+) -> anyhow::Result<KubernetesRuntime> {
+    let image = ImageInputs {
+        name: &plan.name,
+        version: plan.config.runtime_version.as_deref(),
+        files: &plan.files,
+        labels: &plan.config.labels,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    KubernetesRuntime::prepare(spec, image, &cf.kubeadm, &dir.join("kubernetes"), now)
+        .map_err(bad_input)
+}
+
+/// What the first master does about a worker leaving a Kubernetes cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkerLeaving {
+    /// Before its reset: drain it (a failure is reported, not fatal: the worker may
+    /// be dead already).
+    Drain,
+    /// After its reset: delete its node.
+    DeleteNode,
+}
+
+/// On a Kubernetes cluster, run `kube.sh drain` or `delete-node` on the first master
+/// for each worker in `leaving` (masters drain themselves in their uninstall).
+pub(crate) async fn workers_leaving(
+    dir: &Path,
+    spec: &ClusterSpec,
+    leaving: &[Host],
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    what: WorkerLeaving,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    if !dir.join("kubernetes/pki-files").is_dir() {
+        return Ok(());
+    }
+    let first = spec.first_master().ip;
+    let remote = remotes
+        .get(&first)
+        .with_context(|| format!("{first}: not connected"))?;
+    let root = spec.data_root.as_str();
+    for host in leaving.iter().filter(|h| !h.is_master()) {
+        let action = match what {
+            WorkerLeaving::Drain => "drain",
+            WorkerLeaving::DeleteNode => "delete-node",
+        };
+        let node = crate::runtime::kubernetes::runtime::node_name(host.ip);
+        let cmd = RemoteCommand::new("sh")
+            .args([
+                format!("{root}/cluster/kubernetes/kube.sh"),
+                action.into(),
+                node,
+            ])
+            .cwd(format!("{root}/rootfs"))
+            .env("AIRLOCK_DATA_ROOT", root)
+            .env("AIRLOCK_HOST_IP", first.to_string())
+            .sudo();
+        match remote.check(&cmd).await {
+            Ok(_) => printer.status(format!("{first}: {action} {}", host.ip)),
+            Err(e) if what == WorkerLeaving::Drain => printer.status(format!(
+                "{first}: could not drain {} ({e}); going on",
+                host.ip
+            )),
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("{first}: deleting node {}", host.ip))
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// On a Kubernetes cluster (one with a PKI under `<cluster dir>/kubernetes/`), point
+/// every worker's load balancer at the masters of `spec` (after masters left).
+pub(crate) async fn rewrite_lb_backends(
+    dir: &Path,
+    spec: &ClusterSpec,
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    if !dir.join("kubernetes/pki-files").is_dir() {
+        return Ok(());
+    }
+    let masters: Vec<IpAddr> = spec
+        .hosts
+        .iter()
+        .filter(|h| h.is_master())
+        .map(|h| h.ip)
+        .collect();
+    let file = crate::runtime::kubernetes::runtime::lb_backends_file(&spec.data_root, &masters);
+    for host in spec.hosts.iter().filter(|h| !h.is_master()) {
+        let remote = remotes
+            .get(&host.ip)
+            .with_context(|| format!("{}: not connected", host.ip))?;
+        write_file(remote.as_ref(), &file.path, &file.bytes, file.mode)
+            .await
+            .with_context(|| format!("{}: rewriting the load balancer's backends", host.ip))?;
+        printer.status(format!(
+            "{}: load balancer backends: {}",
+            host.ip,
+            ips_text(masters.iter().copied())
+        ));
+    }
+    Ok(())
 }
 
 /// A host the journal has but the Clusterfile no longer lists: reached with the

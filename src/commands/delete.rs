@@ -147,8 +147,17 @@ async fn delete(
         .cloned()
         .collect();
     let remotes = connect_all(&spec, settings, printer).await?;
+    let (drain, delete_node) = (
+        cluster::WorkerLeaving::Drain,
+        cluster::WorkerLeaving::DeleteNode,
+    );
+    cluster::workers_leaving(&dir, &spec, &leaving, &remotes, drain, printer).await?;
     let reporter = progress.reporter.as_ref();
     cluster::clean(&spec, &leaving, &remotes, Scope::Host, false, 1, reporter).await?;
+    cluster::workers_leaving(&dir, &spec, &leaving, &remotes, delete_node, printer).await?;
+    let mut staying = spec.clone();
+    staying.hosts.retain(|h| !gone_set.contains(&h.ip));
+    cluster::rewrite_lb_backends(&dir, &staying, &remotes, printer).await?;
     cf.remove_hosts(&gone);
     journal::write_atomic(
         &dir.join(journal::CLUSTERFILE),

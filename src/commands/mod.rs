@@ -20,6 +20,7 @@ pub mod registry;
 pub mod reset;
 pub mod run;
 pub mod status;
+pub mod upgrade;
 pub mod wizard;
 
 use std::process::ExitCode;
@@ -72,6 +73,7 @@ pub async fn dispatch(
         Command::Logout(args) => registry::logout(args, &settings, printer).await,
         Command::Registry(cmd) => registry::run(cmd, &settings, printer).await,
         Command::Cert(cmd) => cert::run(cmd, &settings, printer).await,
+        Command::Upgrade(args) => upgrade::run(args, &settings, printer).await,
         Command::Agent(cmd) => agent::run(cmd, &settings, printer).await,
     }
 }

@@ -26,6 +26,7 @@ use crate::printer::Printer;
 use crate::remote::known_hosts::KnownHosts;
 use crate::remote::ssh::SshRemote;
 use crate::remote::{Remote, UploadSource};
+use crate::runtime::kubernetes::runtime::{ImageInputs, KubernetesRuntime};
 use crate::settings::Settings;
 use crate::spec::clusterfile::ClusterSpec;
 use crate::wizard::event::InstallResult;
@@ -123,6 +124,25 @@ impl WizardEngine for BundleEngine {
                 Ok(a) => a,
                 Err(e) => return failed(format!("{e:#}")),
             };
+        // A Kubernetes image: its runtime, with the PKI kept on this machine.
+        let mut plan = self.plan.clone();
+        let mut kubeconfig = None;
+        if preflight::is_kubernetes(&plan.config.runtime) {
+            let dir = crate::install::journal::cluster_dir(&self.settings.root, &spec.name)
+                .join("kubernetes");
+            let image = ImageInputs {
+                name: &plan.name,
+                version: plan.config.runtime_version.as_deref(),
+                files: &plan.files,
+                labels: &plan.config.labels,
+            };
+            let now = time::OffsetDateTime::now_utc();
+            match KubernetesRuntime::prepare(spec, image, &[], &dir, now) {
+                Ok(rt) => plan.runtime = Arc::new(rt),
+                Err(e) => return failed(e.to_string()),
+            }
+            kubeconfig = Some(dir.join("pki-files/admin.conf"));
+        }
         let install = Install {
             registry_access,
             scale_up: std::collections::BTreeSet::new(),
@@ -131,7 +151,7 @@ impl WizardEngine for BundleEngine {
                 &crate::install::limits::Overrides::default(),
             ),
             spec: spec.clone(),
-            plan: self.plan.clone(),
+            plan,
             source: self.bundle.clone() as Arc<dyn BlobSource>,
             agent: self.agent.clone(),
             remotes,
@@ -150,7 +170,7 @@ impl WizardEngine for BundleEngine {
                     spec.registry.port,
                     spec.registry.domain
                 )],
-                kubeconfig: None,
+                kubeconfig,
                 log_file: Some(log_path),
             },
             Err(e) => InstallResult::from_error(&e),

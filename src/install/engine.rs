@@ -50,6 +50,8 @@ pub enum StepId {
     Init,
     /// The runtime's join script (every other host, one at a time).
     Join,
+    /// The runtime's last command on the first master once every host joined.
+    Ready,
     /// The image's launch commands (first master only).
     Launch,
     /// The SHELL plugins of a phase.
@@ -142,6 +144,7 @@ impl StepId {
             Self::Mirrors => "mirrors",
             Self::Init => "init",
             Self::Join => "join",
+            Self::Ready => "ready",
             Self::Launch => "launch",
             Self::Plugin(p) => match p {
                 Phase::PreInitHost => "plugin-pre-init-host",
@@ -205,8 +208,9 @@ pub struct ImagePlan {
     pub config: ClusterConfig,
     /// The rootfs files the engine cares about (scripts, plugins, templates).
     pub files: ImageFiles,
-    /// The runtime the image's scripts make.
-    pub runtime: GenericRuntime,
+    /// The runtime: the image's scripts ([`GenericRuntime`]) unless the command
+    /// layer puts another in (the Kubernetes runtime).
+    pub runtime: Arc<dyn Runtime>,
     /// The image's own SHELL plugins (`plugins/*.yaml`).
     pub plugins: Vec<PluginSpec>,
 }
@@ -321,7 +325,7 @@ impl ImagePlan {
             images,
             config: config.airlock,
             files,
-            runtime,
+            runtime: Arc::new(runtime),
             plugins,
         })
     }
@@ -463,15 +467,33 @@ impl Install {
         for h in &scaling {
             self.plugins(h, Phase::PreScaleup).await?;
         }
-        if let Some(h) = hosts.iter().find(|h| h.host.ip == first) {
-            self.runtime_step(h, StepId::Init, RuntimeAction::Init)
+        let first_ctx = hosts.iter().find(|h| h.host.ip == first);
+        if let Some(h) = first_ctx {
+            self.runtime_step(h, StepId::Init, RuntimeAction::Init, None)
                 .await?;
         }
-        let mut joiners: Vec<&HostCtx<'_>> = hosts.iter().filter(|h| h.host.ip != first).collect();
-        joiners.sort_by_key(|h| !h.host.is_master());
-        for h in joiners {
-            self.runtime_step(h, StepId::Join, RuntimeAction::Join)
+        let first_remote = first_ctx.map(|h| h.remote.as_ref());
+        let (masters, others): (Vec<&HostCtx<'_>>, Vec<&HostCtx<'_>>) = hosts
+            .iter()
+            .filter(|h| h.host.ip != first)
+            .partition(|h| h.host.is_master());
+        for h in masters {
+            self.runtime_step(h, StepId::Join, RuntimeAction::Join, first_remote)
                 .await?;
+        }
+        if self.plan.runtime.parallel_workers() {
+            let joins = others
+                .iter()
+                .map(|h| self.runtime_step(h, StepId::Join, RuntimeAction::Join, first_remote));
+            first_error(join_all(joins).await)?;
+        } else {
+            for h in others {
+                self.runtime_step(h, StepId::Join, RuntimeAction::Join, first_remote)
+                    .await?;
+            }
+        }
+        if let Some(h) = first_ctx {
+            self.ready(h).await?;
         }
         for h in &scaling {
             self.plugins(h, Phase::PostScaleup).await?;
@@ -562,24 +584,54 @@ impl Install {
             .collect()
     }
 
+    /// The runtime's `ready` command on the first master, once every host joined.
+    async fn ready(&self, h: &HostCtx<'_>) -> Result<(), InstallError> {
+        let rootfs = format!("{}/rootfs", self.data_root());
+        let env = self.env_for(h.host);
+        let Some(cmd) = self.plan.runtime.after_joins(&rootfs, &env) else {
+            return Ok(());
+        };
+        let mut parts = vec![self.plan.top.digest.to_string()];
+        parts.extend(cmd.argv.iter().cloned());
+        parts.extend(cmd.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let parts_ref: Vec<&str> = parts.iter().map(String::as_str).collect();
+        self.step(h, StepId::Ready, fingerprint(&parts_ref), || async {
+            self.run_logged(h, &cmd).await
+        })
+        .await
+    }
+
     /// The runtime's `action` on a host, as `step`: records its env and uninstall script
-    /// under `<data root>/cluster/` (for `airlock reset`), then runs the script.
+    /// under `<data root>/cluster/` (for `airlock reset`), writes the runtime's files,
+    /// runs its command on the first master before a join (`first`), then runs the
+    /// script.
     async fn runtime_step(
         &self,
         h: &HostCtx<'_>,
         step: StepId,
         action: RuntimeAction,
+        first: Option<&dyn Remote>,
     ) -> Result<(), InstallError> {
-        let runtime: &dyn Runtime = &self.plan.runtime;
+        let runtime: &dyn Runtime = self.plan.runtime.as_ref();
         let rootfs = format!("{}/rootfs", self.data_root());
         let env = self.env_for(h.host);
-        let Some(cmd) = runtime.command(action, &rootfs, &env) else {
+        let Some(cmd) = runtime.host_command(action, h.host, &rootfs, &env) else {
             return Ok(());
         };
+        let files = runtime.files(action, h.host);
+        let before = runtime.before_join(h.host, &rootfs);
         let mut parts = vec![
             self.plan.top.digest.to_string(),
             runtime.script(action).unwrap_or_default().to_string(),
         ];
+        parts.extend(files.iter().map(|f| {
+            format!(
+                "{} {} {}",
+                f.path,
+                f.mode,
+                hex::encode(Sha256::digest(&f.bytes))
+            )
+        }));
         parts.extend(fingerprint_env(&env));
         let parts_ref: Vec<&str> = parts.iter().map(String::as_str).collect();
         let cluster_dir = format!("{}/cluster", self.data_root());
@@ -607,6 +659,12 @@ impl Install {
             .await?;
             for (path, script) in &recorded {
                 write_file(remote, path, script.as_bytes(), "600").await?;
+            }
+            for f in &files {
+                write_file(remote, &f.path, &f.bytes, f.mode).await?;
+            }
+            if let (Some(before), Some(first)) = (&before, first) {
+                first.check(before).await?;
             }
             self.run_logged(h, &cmd).await
         })

@@ -170,7 +170,12 @@ pub fn default_timeout(step: StepId) -> Duration {
     let minutes = match step {
         StepId::Prepare | StepId::Registry | StepId::Mirrors => 10,
         StepId::Blobs => 120,
-        StepId::Unpack | StepId::Init | StepId::Join | StepId::Launch | StepId::Plugin(_) => 30,
+        StepId::Unpack
+        | StepId::Init
+        | StepId::Join
+        | StepId::Ready
+        | StepId::Launch
+        | StepId::Plugin(_) => 30,
         StepId::Clean => 20,
     };
     Duration::from_secs(minutes * 60)
@@ -186,6 +191,7 @@ pub fn step_names() -> Vec<&'static str> {
         StepId::Mirrors.as_str(),
         StepId::Init.as_str(),
         StepId::Join.as_str(),
+        StepId::Ready.as_str(),
         StepId::Launch.as_str(),
         StepId::Clean.as_str(),
         "plugin",

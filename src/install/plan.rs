@@ -70,20 +70,36 @@ impl Install {
             StepId::Plugin(Phase::PreScaleup),
             &scaling(Phase::PreScaleup),
         );
-        let runtime: &dyn Runtime = &self.plan.runtime;
-        if runtime.command(RuntimeAction::Init, "", &[]).is_some() {
+        let runtime: &dyn Runtime = self.plan.runtime.as_ref();
+        let first_host = self.spec.first_master();
+        if runtime
+            .host_command(RuntimeAction::Init, first_host, "", &[])
+            .is_some()
+        {
             plan.push(PlannedStep {
                 host: first,
                 step: StepId::Init,
             });
         }
-        if runtime.command(RuntimeAction::Join, "", &[]).is_some() {
-            let mut joiners: Vec<_> = hosts.iter().filter(|h| h.ip != first).collect();
-            joiners.sort_by_key(|h| !h.is_master());
-            plan.extend(joiners.into_iter().map(|h| PlannedStep {
-                host: h.ip,
-                step: StepId::Join,
-            }));
+        let mut joiners: Vec<_> = hosts
+            .iter()
+            .filter(|h| h.ip != first)
+            .filter(|h| {
+                runtime
+                    .host_command(RuntimeAction::Join, h, "", &[])
+                    .is_some()
+            })
+            .collect();
+        joiners.sort_by_key(|h| !h.is_master());
+        plan.extend(joiners.into_iter().map(|h| PlannedStep {
+            host: h.ip,
+            step: StepId::Join,
+        }));
+        if runtime.after_joins("", &[]).is_some() {
+            plan.push(PlannedStep {
+                host: first,
+                step: StepId::Ready,
+            });
         }
         each(
             &mut plan,

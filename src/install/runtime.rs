@@ -16,6 +16,9 @@ use std::io::{BufReader, Read as _};
 /// The largest `plugins/*.yaml` file read from an image.
 const MAX_PLUGIN_FILE: u64 = 1 << 20;
 
+/// Where an image keeps its layer of kubeadm configuration.
+pub const KUBEADM_FILES: [&str; 2] = ["etc/kubeadm.yml", "etc/kubeadm.yaml"];
+
 use serde::Serialize;
 
 use crate::image::BlobSource;
@@ -65,8 +68,30 @@ pub fn script_label(action: RuntimeAction) -> String {
     format!("io.airlock.runtime.{}", action.as_str())
 }
 
+/// A file a runtime puts on a host before its command runs (written atomically by the
+/// engine through stdin, never on a command line). Its `Debug` hides the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RuntimeFile {
+    /// Absolute path on the host.
+    pub path: String,
+    /// The contents.
+    pub bytes: Vec<u8>,
+    /// Octal mode, `600` for anything secret.
+    pub mode: &'static str,
+}
+
+impl fmt::Debug for RuntimeFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeFile")
+            .field("path", &self.path)
+            .field("mode", &self.mode)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
 /// A cluster runtime: the command of each action on a host.
-pub trait Runtime: Send + Sync {
+pub trait Runtime: Send + Sync + fmt::Debug {
     /// `generic`, `kubernetes`, ...
     fn name(&self) -> &str;
     /// The command that does `action` on a host whose rootfs is at `rootfs`, with `env`;
@@ -80,6 +105,40 @@ pub trait Runtime: Send + Sync {
     /// The rootfs-relative path of the script of `action`, if any (recorded on hosts so
     /// that `airlock reset` finds the uninstall script without the image).
     fn script(&self, action: RuntimeAction) -> Option<&str>;
+
+    /// The files `host` needs before `action` runs there (none by default).
+    fn files(&self, _action: RuntimeAction, _host: &Host) -> Vec<RuntimeFile> {
+        Vec::new()
+    }
+
+    /// The command of `action` on `host`; by default [`Runtime::command`], the same on
+    /// every host.
+    fn host_command(
+        &self,
+        action: RuntimeAction,
+        _host: &Host,
+        rootfs: &str,
+        env: &[(String, String)],
+    ) -> Option<RemoteCommand> {
+        self.command(action, rootfs, env)
+    }
+
+    /// A command the first master runs just before `host` joins (a fresh join token).
+    fn before_join(&self, _host: &Host, _rootfs: &str) -> Option<RemoteCommand> {
+        None
+    }
+
+    /// Whether hosts that are not masters may join at the same time (masters always
+    /// join one at a time).
+    fn parallel_workers(&self) -> bool {
+        false
+    }
+
+    /// A command the first master runs once every host has joined (labels, taints,
+    /// waiting for the cluster to be ready), as the `ready` step.
+    fn after_joins(&self, _rootfs: &str, _env: &[(String, String)]) -> Option<RemoteCommand> {
+        None
+    }
 }
 
 /// The rootfs paths the engine cares about, read from the layers' tar headers.
@@ -87,7 +146,8 @@ pub trait Runtime: Send + Sync {
 pub struct ImageFiles {
     /// Regular files under `scripts/` and `plugins/`, and every `*.tmpl` file.
     pub paths: BTreeSet<String>,
-    /// The text of every `plugins/*.yaml` (or `.yml`) file, by path.
+    /// The text of every `plugins/*.yaml` (or `.yml`) file, and of `etc/kubeadm.yml`
+    /// (or `.yaml`, the Kubernetes runtime's layer of kubeadm configuration), by path.
     pub plugin_docs: BTreeMap<String, String>,
 }
 
@@ -119,12 +179,15 @@ impl ImageFiles {
                     plugin_docs.retain(|p: &String, _| p != &gone && !p.starts_with(&under));
                     continue;
                 }
+                let is_kubeadm_doc = KUBEADM_FILES.contains(&name.as_str());
                 let wanted = name.starts_with("scripts/")
                     || name.starts_with("plugins/")
-                    || name.ends_with(".tmpl");
+                    || name.ends_with(".tmpl")
+                    || is_kubeadm_doc;
                 if wanted && entry.header().entry_type().is_file() {
-                    let is_plugin_doc = name.starts_with("plugins/")
-                        && (name.ends_with(".yaml") || name.ends_with(".yml"));
+                    let is_plugin_doc = is_kubeadm_doc
+                        || name.starts_with("plugins/")
+                            && (name.ends_with(".yaml") || name.ends_with(".yml"));
                     if is_plugin_doc {
                         let mut text = String::new();
                         (&mut entry)
@@ -144,6 +207,9 @@ impl ImageFiles {
     pub fn plugins(&self) -> Result<Vec<PluginSpec>, String> {
         let mut out = Vec::new();
         for (path, text) in &self.plugin_docs {
+            if KUBEADM_FILES.contains(&path.as_str()) {
+                continue;
+            }
             let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
                 .map_err(|e| format!("{path}: not valid YAML: {e}"))?;
             for doc in docs {

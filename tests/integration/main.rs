@@ -9,7 +9,11 @@ mod distribute;
 #[cfg(test)]
 mod e2e;
 #[cfg(test)]
+mod kube_image;
+#[cfg(test)]
 mod kubernetes;
+#[cfg(test)]
+mod kubernetes_runtime;
 #[cfg(test)]
 mod launch_apps;
 #[cfg(test)]

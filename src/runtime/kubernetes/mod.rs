@@ -13,6 +13,8 @@
 //! kubeadm itself (init, join, upgrade) is driven by the install engine; see
 //! `docs/kubernetes.md` for what is built so far.
 
+pub mod kubeadm;
 pub mod kubeconfig;
 pub mod lb;
 pub mod pki;
+pub mod runtime;

@@ -166,6 +166,10 @@ pub struct PkiOptions {
     pub admin_identity: AdminIdentity,
     /// Use this cluster CA instead of making one.
     pub ca: Option<ExistingCa>,
+    /// Use this front-proxy CA instead of making one (renewing a PKI keeps it).
+    pub front_proxy_ca: Option<ExistingCa>,
+    /// Use this etcd CA instead of making one (renewing a PKI keeps it).
+    pub etcd_ca: Option<ExistingCa>,
 }
 
 /// The host name every node resolves to an API server (as sealer does).
@@ -188,6 +192,8 @@ impl PkiOptions {
             validity: DEFAULT_VALIDITY,
             admin_identity: AdminIdentity::ClusterAdmins,
             ca: None,
+            front_proxy_ca: None,
+            etcd_ca: None,
         }
     }
 }
@@ -392,8 +398,14 @@ pub fn generate(options: &PkiOptions, now: OffsetDateTime) -> Result<Pki, PkiErr
         Some(existing) => load_ca(existing)?,
         None => new_ca("kubernetes", algorithm, now, options.validity)?,
     };
-    let front_proxy_ca = new_ca("front-proxy-ca", algorithm, now, options.validity)?;
-    let etcd_ca = new_ca("etcd-ca", algorithm, now, options.validity)?;
+    let front_proxy_ca = match &options.front_proxy_ca {
+        Some(existing) => load_ca(existing)?,
+        None => new_ca("front-proxy-ca", algorithm, now, options.validity)?,
+    };
+    let etcd_ca = match &options.etcd_ca {
+        Some(existing) => load_ca(existing)?,
+        None => new_ca("etcd-ca", algorithm, now, options.validity)?,
+    };
     for (base, ca) in [
         ("pki/ca", &ca),
         ("pki/front-proxy-ca", &front_proxy_ca),

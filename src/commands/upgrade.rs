@@ -1,0 +1,194 @@
+//! `airlock upgrade IMAGE`: move a Kubernetes cluster to a newer cluster image.
+//!
+//! 1. Read the recorded Clusterfile (or `-f`), point it at IMAGE, and check that IMAGE
+//!    is a Kubernetes image with a version.
+//! 2. Converge the hosts onto IMAGE with the runtime's steps left out
+//!    (`cluster::converge_image`): each host gets only the blobs it lacks (the
+//!    blobs step), the new rootfs, the registry with the new images, the mirrors and
+//!    the launch; the Clusterfile and journal are recorded with the new image.
+//! 3. Stage the new `kube.sh` on every host, then: `kubeadm upgrade apply VERSION` on
+//!    the first master; `kubeadm upgrade node` on the other masters one by one; each
+//!    worker, one by one, drained from the first master, `kubeadm upgrade node`, then
+//!    uncordoned. Each host runs the image's base script again and restarts its kubelet
+//!    after its kubeadm step.
+//! 4. Run the `upgrade` SHELL plugins (the image's and the Clusterfile's) on the hosts
+//!    their scope takes.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::{bad_input, cluster};
+use crate::install::runtime::script_env;
+use crate::install::{Phase, write_file};
+use crate::printer::Printer;
+use crate::remote::{Remote, RemoteCommand};
+use crate::runtime::kubernetes::runtime::{kube_sh_file, node_name};
+use crate::settings::Settings;
+use crate::spec::clusterfile::{Host, PluginSpec};
+
+/// Flags of `airlock upgrade`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example: airlock upgrade kubernetes:v1.31.2 --yes")]
+pub struct UpgradeArgs {
+    /// The newer cluster image (from the store: `airlock pull` or `airlock build` it first).
+    pub image: String,
+    /// The cluster (default: the only one recorded on this machine).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Read the cluster from this Clusterfile instead of the recorded one.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Step time limits, host concurrency and output format.
+    #[command(flatten)]
+    pub engine: super::progress::EngineArgs,
+}
+
+/// Upgrade the cluster to `args.image`.
+pub async fn run(args: UpgradeArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
+    let mut cf =
+        cluster::clusterfile_or_stored(args.file.as_deref(), args.cluster.as_deref(), settings)?;
+    cf.cluster.spec.image.clone_from(&args.image);
+    let spec = cluster::resolve(&cf, settings)?;
+    let from = cluster::store_source(settings, &args.image)?;
+    let plan =
+        crate::install::ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
+    let version = plan.config.runtime_version.clone().unwrap_or_default();
+    if plan.config.runtime != "kubernetes" || version.is_empty() {
+        return Err(bad_input(format!(
+            "image {}: runtime {:?} version {version:?}; `airlock upgrade` needs a Kubernetes image with a version (LABEL io.airlock.runtime-version)",
+            args.image, plan.config.runtime
+        )));
+    }
+    let plan = cluster::converge_image(
+        &cf,
+        spec.clone(),
+        from,
+        args.yes,
+        &args.engine,
+        settings,
+        printer,
+        true,
+    )
+    .await?;
+    let remotes = super::run::connect_all(&spec, settings, printer).await?;
+    let root = spec.data_root.as_str();
+    for host in &spec.hosts {
+        let f = kube_sh_file(root);
+        write_file(
+            remote(&remotes, host.ip)?.as_ref(),
+            &f.path,
+            &f.bytes,
+            f.mode,
+        )
+        .await
+        .with_context(|| format!("{}: staging kube.sh", host.ip))?;
+    }
+    let first = spec.first_master();
+    let env = |host: &Host| -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = script_env(&spec, &plan.config.env, host)
+            .into_iter()
+            .collect();
+        env.push(("AIRLOCK_KUBE_VERSION".into(), version.clone()));
+        env.push((
+            "AIRLOCK_KUBE_BASE".into(),
+            if plan.files.has("scripts/init-kube.sh") {
+                "scripts/init-kube.sh".into()
+            } else {
+                String::new()
+            },
+        ));
+        env
+    };
+    let kube = |host: &Host, args: &[String]| {
+        let mut cmd = RemoteCommand::new("sh")
+            .arg(format!("{root}/cluster/kubernetes/kube.sh"))
+            .args(args.iter().cloned())
+            .cwd(format!("{root}/rootfs"))
+            .sudo();
+        for (k, v) in env(host) {
+            cmd = cmd.env(k, v);
+        }
+        cmd
+    };
+    let step = |host: &Host, on: &Host, args: Vec<String>| {
+        let cmd = kube(on, &args);
+        let target = remote(&remotes, on.ip);
+        let what = format!("{}: {}", host.ip, args.join(" "));
+        let on_ip = on.ip;
+        async move {
+            let out = target?.check(&cmd).await.with_context(|| {
+                format!("{what} (fix the cause and run the same command again)")
+            })?;
+            for line in out.stdout_text().lines() {
+                printer.status(format!("{on_ip}| {line}"));
+            }
+            printer.status(what);
+            anyhow::Ok(())
+        }
+    };
+    step(first, first, vec!["upgrade-apply".into()]).await?;
+    for host in spec
+        .hosts
+        .iter()
+        .filter(|h| h.is_master() && h.ip != first.ip)
+    {
+        step(host, host, vec!["upgrade-node".into()]).await?;
+    }
+    for host in spec.hosts.iter().filter(|h| !h.is_master()) {
+        let name = node_name(host.ip);
+        step(host, first, vec!["drain".into(), name.clone()]).await?;
+        step(host, host, vec!["upgrade-node".into()]).await?;
+        step(host, first, vec!["uncordon".into(), name]).await?;
+    }
+    let plugins: Vec<&PluginSpec> = plan.plugins.iter().chain(&spec.plugins).collect();
+    for host in &spec.hosts {
+        for p in plugins.iter().filter(|p| applies(p, host)) {
+            let mut cmd = RemoteCommand::new("sh")
+                .args(["-c", p.data.as_str()])
+                .cwd(format!("{root}/rootfs"))
+                .sudo();
+            for (k, v) in env(host) {
+                cmd = cmd.env(k, v);
+            }
+            remote(&remotes, host.ip)?
+                .check(&cmd)
+                .await
+                .with_context(|| format!("{}: upgrade plugin", host.ip))?;
+        }
+    }
+    printer.result(format!(
+        "upgraded {} to {} (Kubernetes {version}) on {} hosts",
+        spec.name,
+        args.image,
+        spec.hosts.len()
+    ));
+    Ok(())
+}
+
+fn remote(
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    ip: IpAddr,
+) -> anyhow::Result<Arc<dyn Remote>> {
+    remotes
+        .get(&ip)
+        .cloned()
+        .with_context(|| format!("{ip}: not connected"))
+}
+
+/// Whether the SHELL plugin `p` is an `upgrade` plugin whose scope takes `host`.
+fn applies(p: &PluginSpec, host: &Host) -> bool {
+    let is_shell = p.kind.is_empty() || p.kind.eq_ignore_ascii_case("shell");
+    let scope = p.scope.as_deref().unwrap_or_default();
+    let in_scope = scope.trim().is_empty()
+        || scope
+            .split([',', '|'])
+            .any(|r| host.roles.contains(r.trim()));
+    is_shell && Phase::parse(&p.action) == Some(Phase::Upgrade) && in_scope
+}

@@ -1,0 +1,709 @@
+//! The Kubernetes runtime's orchestration on testbed hosts booted with systemd, with
+//! test doubles for kubeadm, kubectl and kubelet (`tests/fixtures/kube-doubles`:
+//! shell scripts in the image's `bin/` that record their argv, with a nanosecond
+//! timestamp, and a copy of every `--config` file).
+//!
+//! 2 masters and 1 worker. Asserted: the order (base script everywhere, `kubeadm init`
+//! on the first master only, a fresh join token then `kubeadm join` on the second
+//! master, then the worker, then labels and taints); the kubeadm files (endpoint,
+//! image repository, SANs, CIDRs in sealer's precedence: env over Clusterfile over the
+//! image over airlock's defaults); which host got which key; the worker's
+//! `airlock-lb` unit running with every master as a backend; `/etc/hosts`; the join
+//! token never on a command line; a re-run runs nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::testbed::{Testbed, TestbedOptions, skip_reason};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn airlock(root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    cmd.env("AIRLOCK_ROOT", root).env("NO_COLOR", "1");
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(out: Output, what: &str) -> String {
+    let t = text(&out);
+    assert!(out.status.success(), "{what} failed ({}):\n{t}", out.status);
+    t
+}
+
+fn host_text(tb: &Testbed, host: usize, argv: &[&str]) -> String {
+    ok(tb.exec(host, argv), &argv.join(" "))
+}
+
+/// One recorded call: when, on which host, which program, its arguments.
+#[derive(Debug)]
+struct Call {
+    at: u128,
+    host: String,
+    program: String,
+    args: String,
+}
+
+fn calls(tb: &Testbed) -> Vec<Call> {
+    let mut all = Vec::new();
+    for i in 1..=tb.hosts.len() {
+        let out = tb.exec(i, &["cat", "/var/log/kube-doubles/calls"]);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut parts = line.splitn(4, ' ');
+            let (Some(at), Some(host), Some(program)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            all.push(Call {
+                at: at.parse().unwrap_or_default(),
+                host: host.to_string(),
+                program: program.to_string(),
+                args: parts.next().unwrap_or_default().to_string(),
+            });
+        }
+    }
+    all.sort_by_key(|c| c.at);
+    all
+}
+
+/// The index of the first call on `host` of `program` whose args start with `args`.
+fn position(calls: &[Call], host: &str, program: &str, args: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c.host == host && c.program == program && c.args.starts_with(args))
+        .unwrap_or_else(|| panic!("no `{program} {args}` on {host} in {calls:#?}"))
+}
+
+/// The last `kubeadm-<verb>-*.yaml` copy on `host`, parsed.
+fn kubeadm_file(tb: &Testbed, host: usize, verb: &str) -> Vec<serde_json::Value> {
+    let listing = host_text(
+        tb,
+        host,
+        &[
+            "sh",
+            "-c",
+            &format!("ls /var/log/kube-doubles/kubeadm-{verb}-*.yaml | sort"),
+        ],
+    );
+    let last = listing
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no kubeadm {verb} file"));
+    let text = host_text(tb, host, &["cat", last]);
+    serde_saphyr::from_multiple(&text).unwrap()
+}
+
+fn doc<'a>(docs: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {docs:#?}"))
+}
+
+#[test]
+fn kubernetes_runtime_orchestrates_kubeadm_doubles_on_systemd_testbed_hosts() {
+    let name = "kubernetes_runtime_orchestrates_kubeadm_doubles_on_systemd_testbed_hosts";
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED {name}: {why}");
+        return;
+    }
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED {name}: openssl is missing (apt-get install openssl)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    ok(
+        airlock(&store)
+            .args(["build", "-t", "kube-doubles:v1"])
+            .arg(repo().join("tests/fixtures/kube-doubles"))
+            .output()
+            .unwrap(),
+        "airlock build",
+    );
+    let tb = Testbed::up(TestbedOptions {
+        hosts: 3,
+        systemd: true,
+        ..TestbedOptions::default()
+    })
+    .expect("testbed up");
+    let [m1, m2, w] = [tb.hosts[0], tb.hosts[1], tb.hosts[2]].map(|ip| ip.to_string());
+    let cf = work.path().join("Clusterfile");
+    std::fs::write(
+        &cf,
+        format!(
+            "apiVersion: sealer.io/v2
+kind: Cluster
+metadata:
+  name: kube
+spec:
+  image: kube-doubles:v1
+  env: [ PodCIDR=10.244.0.0/16, CertSANs=k8s.example.com, KubeRestartWait=0 ]
+  ssh:
+    user: root
+    pk: {key}
+  hosts:
+    - ips: [ {m1}, {m2} ]
+      roles: [ master ]
+    - ips: [ {w} ]
+      roles: [ node ]
+      labels: {{ disk: ssd }}
+      taints: [ \"gpu=yes:NoSchedule\" ]
+---
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: ClusterConfiguration
+networking:
+  serviceSubnet: 10.3.0.0/16
+",
+            key = tb.key.display()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        ok(
+            airlock(&store)
+                .args(["run", "-f"])
+                .arg(&cf)
+                .arg("--yes")
+                .output()
+                .unwrap(),
+            "airlock run",
+        )
+    };
+    // A failing kubeadm init: the error names the phase and kubeadm's last error.
+    ok(tb.exec(1, &["touch", "/etc/kube-doubles-fail"]), "touch");
+    let failed = airlock(&store)
+        .args(["run", "-f"])
+        .arg(&cf)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    let t = text(&failed);
+    assert!(!failed.status.success(), "{t}");
+    for want in [
+        "kubeadm init failed (exit 1) in phase wait-control-plane",
+        "kubeadm: error execution phase wait-control-plane: couldn't initialize",
+        "kubelet: ",
+        "/var/lib/airlock/log/kubeadm-failure.txt",
+    ] {
+        assert!(t.contains(want), "{want:?} in:\n{t}");
+    }
+    let report = host_text(&tb, 1, &["cat", "/var/lib/airlock/log/kubeadm-failure.txt"]);
+    assert!(
+        report.contains("--- journalctl -u kubelet -n 30:"),
+        "{report}"
+    );
+    assert!(report.contains("[wait-control-plane] Waiting"), "{report}");
+    // Fixed, the same command goes on from there.
+    ok(tb.exec(1, &["rm", "/etc/kube-doubles-fail"]), "rm");
+    let first = run();
+    assert!(first.contains("installed"), "{first}");
+
+    // Order: base on every host before its kubeadm; init on the first master only;
+    // a token then the second master's join; then the worker's; then the marks.
+    let log = calls(&tb);
+    let init = log
+        .iter()
+        .rposition(|c| c.host == m1 && c.args.starts_with("init --config"))
+        .unwrap();
+    assert!(log[init].args.contains("--skip-phases=certs"), "{log:#?}");
+    for (host, kubeadm) in [(&m1, "init"), (&m2, "join"), (&w, "join")] {
+        let base = position(&log, host, "base", "");
+        assert!(base < position(&log, host, "kubeadm", kubeadm), "{log:#?}");
+    }
+    let inits: Vec<&Call> = log.iter().filter(|c| c.args.starts_with("init")).collect();
+    assert_eq!(
+        inits.len(),
+        2,
+        "the failed init and the good one: {inits:#?}"
+    );
+    assert!(inits.iter().all(|c| c.host == m1), "{inits:#?}");
+    let join_m2 = position(&log, &m2, "kubeadm", "join --config");
+    let join_w = position(&log, &w, "kubeadm", "join --config");
+    assert!(init < join_m2 && join_m2 < join_w, "{log:#?}");
+    let tokens: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.host == m1 && c.args.contains("apply -f -"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(tokens.len(), 2, "one token before each join: {log:#?}");
+    assert!(init < tokens[0] && tokens[0] < join_m2 && join_m2 < tokens[1] && tokens[1] < join_w);
+    let label = position(
+        &log,
+        &m1,
+        "kubectl",
+        "--kubeconfig /etc/kubernetes/admin.conf label node",
+    );
+    let taint = position(
+        &log,
+        &m1,
+        "kubectl",
+        "--kubeconfig /etc/kubernetes/admin.conf taint node",
+    );
+    assert!(
+        log[label]
+            .args
+            .ends_with(&format!("{w} disk=ssd --overwrite")),
+        "{log:#?}"
+    );
+    assert!(log[taint].args.contains("gpu=yes:NoSchedule"), "{log:#?}");
+    assert!(join_w < label, "{log:#?}");
+
+    // The join token: kept 0600 on the operator, applied from stdin, never in argv.
+    let token_file = store.join("clusters/kube/kubernetes/token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        log.iter().all(|c| !c.args.contains(&token)),
+        "token in argv"
+    );
+    let applied = host_text(
+        &tb,
+        1,
+        &["sh", "-c", "cat /var/log/kube-doubles/applied-*.yaml"],
+    );
+    let (id, secret) = token.split_once('.').unwrap();
+    assert!(
+        applied.contains(&format!("name: bootstrap-token-{id}")),
+        "{applied}"
+    );
+    assert!(
+        applied.contains(&format!("token-secret: \"{secret}\"")),
+        "{applied}"
+    );
+
+    // The kubeadm files.
+    let init_docs = kubeadm_file(&tb, 1, "init");
+    let cluster = doc(&init_docs, "ClusterConfiguration");
+    assert_eq!(cluster["apiVersion"], "kubeadm.k8s.io/v1beta3");
+    assert_eq!(
+        cluster["controlPlaneEndpoint"],
+        "apiserver.cluster.local:6443"
+    );
+    assert_eq!(cluster["imageRepository"], "sea.hub:5000");
+    assert_eq!(cluster["kubernetesVersion"], "v1.30.2");
+    assert_eq!(
+        cluster["networking"]["podSubnet"], "10.244.0.0/16",
+        "env wins"
+    );
+    assert_eq!(
+        cluster["networking"]["serviceSubnet"], "10.3.0.0/16",
+        "Clusterfile over image"
+    );
+    assert_eq!(
+        cluster["apiServer"]["extraArgs"]["audit-log-maxage"], "7",
+        "image layer"
+    );
+    let sans = cluster["apiServer"]["certSANs"].as_array().unwrap();
+    for want in [
+        m1.as_str(),
+        m2.as_str(),
+        "apiserver.cluster.local",
+        "k8s.example.com",
+    ] {
+        assert!(sans.iter().any(|s| s == want), "{want} in {sans:?}");
+    }
+    let init_doc = doc(&init_docs, "InitConfiguration");
+    assert_eq!(init_doc["nodeRegistration"]["name"], m1.as_str());
+    assert_eq!(
+        init_doc["localAPIEndpoint"]["advertiseAddress"],
+        m1.as_str()
+    );
+    assert_eq!(
+        doc(&init_docs, "KubeletConfiguration")["cgroupDriver"],
+        "systemd"
+    );
+    let join_m2_docs = kubeadm_file(&tb, 2, "join");
+    let join = doc(&join_m2_docs, "JoinConfiguration");
+    assert_eq!(
+        join["controlPlane"]["localAPIEndpoint"]["advertiseAddress"],
+        m2.as_str()
+    );
+    let discovery = &join["discovery"]["bootstrapToken"];
+    assert_eq!(
+        discovery["apiServerEndpoint"],
+        "apiserver.cluster.local:6443"
+    );
+    assert!(
+        discovery["caCertHashes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    // The CA hash is kubeadm's: SHA-256 of the CA's DER public key (SPKI).
+    let spki = host_text(
+        &tb,
+        1,
+        &[
+            "sh",
+            "-c",
+            "openssl x509 -pubkey -noout -in /etc/kubernetes/pki/ca.crt | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1",
+        ],
+    );
+    assert_eq!(
+        discovery["caCertHashes"][0],
+        format!("sha256:{}", spki.trim())
+    );
+    let join_w_docs = kubeadm_file(&tb, 3, "join");
+    assert!(
+        doc(&join_w_docs, "JoinConfiguration")
+            .get("controlPlane")
+            .is_none()
+    );
+
+    // Keys: both masters have the cluster CA's key, 0600; the worker has no key at all.
+    for host in [1, 2] {
+        let mode = host_text(
+            &tb,
+            host,
+            &["stat", "-c", "%a", "/etc/kubernetes/pki/ca.key"],
+        );
+        assert_eq!(mode.trim(), "600");
+    }
+    let worker_keys = host_text(
+        &tb,
+        3,
+        &[
+            "sh",
+            "-c",
+            "find /etc/kubernetes /var/lib/airlock -name '*.key' -o -name '*.conf' | grep -v kubelet.conf || true",
+        ],
+    );
+    assert!(
+        worker_keys.trim().is_empty(),
+        "worker has keys: {worker_keys}"
+    );
+    // The second master's etcd serving certificate is its own, from the same CA.
+    let san = host_text(
+        &tb,
+        2,
+        &[
+            "openssl",
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            "/etc/kubernetes/pki/etcd/server.crt",
+        ],
+    );
+    assert!(san.contains(&format!("IP Address:{m2}")), "{san}");
+    let same_ca = |host| host_text(&tb, host, &["sha256sum", "/etc/kubernetes/pki/ca.crt"]);
+    assert_eq!(same_ca(1), same_ca(2));
+    assert!(
+        !tb.exec(2, &["test", "-e", "/etc/kubernetes/super-admin.conf"])
+            .status
+            .success()
+    );
+
+    // The worker's load balancer: a running systemd unit with every master behind it.
+    let active = tb.exec(3, &["systemctl", "is-active", "airlock-lb.service"]);
+    assert_eq!(
+        String::from_utf8_lossy(&active.stdout).trim(),
+        "active",
+        "{}",
+        text(&active)
+    );
+    let backends = host_text(
+        &tb,
+        3,
+        &["cat", "/var/lib/airlock/cluster/kubernetes/lb-backends"],
+    );
+    assert_eq!(backends, format!("{m1}:6443\n{m2}:6443\n"));
+    let listening = host_text(&tb, 3, &["sh", "-c", "ss -ltn 'sport = :6443'"]);
+    assert!(listening.contains("127.0.0.1:6443"), "{listening}");
+    // apiserver.cluster.local: the LB on the worker, the master itself on masters.
+    for (host, ip) in [(1, m1.as_str()), (2, m2.as_str()), (3, "127.0.0.1")] {
+        let hosts = host_text(&tb, host, &["cat", "/etc/hosts"]);
+        assert!(
+            hosts.contains(&format!("{ip} apiserver.cluster.local # airlock")),
+            "host {host}: {hosts}"
+        );
+    }
+
+    // A re-run runs nothing.
+    let before = calls(&tb).len();
+    run();
+    let after = calls(&tb);
+    assert_eq!(after.len(), before, "a re-run ran {:#?}", &after[before..]);
+
+    // `cert renew --alt-names`: every leaf re-issued from the same CAs on both
+    // masters, the new name in the API server certificate, the static pods restarted.
+    let sums = |host| {
+        host_text(
+            &tb,
+            host,
+            &[
+                "sh",
+                "-c",
+                "cd /etc/kubernetes/pki && sha256sum ca.crt ca.key sa.pub etcd/ca.crt apiserver.crt",
+            ],
+        )
+    };
+    let before_renew = [sums(1), sums(2)];
+    let renewed = ok(
+        airlock(&store)
+            .args(["cert", "renew", "--alt-names", "renew.example.com", "--yes"])
+            .output()
+            .unwrap(),
+        "airlock cert renew",
+    );
+    assert_eq!(
+        renewed
+            .matches("restarted static pod kube-apiserver")
+            .count(),
+        2,
+        "{renewed}"
+    );
+    for (i, host) in [1, 2].into_iter().enumerate() {
+        let after = sums(host);
+        let line = |t: &str, f: &str| t.lines().find(|l| l.ends_with(f)).unwrap().to_string();
+        for kept in ["ca.crt", "ca.key", "sa.pub", "etcd/ca.crt"] {
+            assert_eq!(
+                line(&after, kept),
+                line(&before_renew[i], kept),
+                "{kept} changed on {host}"
+            );
+        }
+        assert_ne!(
+            line(&after, "apiserver.crt"),
+            line(&before_renew[i], "apiserver.crt")
+        );
+        let san = host_text(
+            &tb,
+            host,
+            &[
+                "openssl",
+                "x509",
+                "-noout",
+                "-ext",
+                "subjectAltName",
+                "-in",
+                "/etc/kubernetes/pki/apiserver.crt",
+            ],
+        );
+        assert!(
+            san.contains("DNS:renew.example.com") && san.contains("DNS:k8s.example.com"),
+            "{san}"
+        );
+        let verify = host_text(
+            &tb,
+            host,
+            &[
+                "openssl",
+                "verify",
+                "-CAfile",
+                "/etc/kubernetes/pki/ca.crt",
+                "/etc/kubernetes/pki/apiserver.crt",
+            ],
+        );
+        assert!(verify.contains(": OK"), "{verify}");
+        assert!(
+            tb.exec(
+                host,
+                &[
+                    "test",
+                    "-f",
+                    "/etc/kubernetes/manifests/kube-apiserver.yaml"
+                ]
+            )
+            .status
+            .success()
+        );
+    }
+    let etcd_san = host_text(
+        &tb,
+        2,
+        &[
+            "openssl",
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            "/etc/kubernetes/pki/etcd/server.crt",
+        ],
+    );
+    assert!(etcd_san.contains(&format!("IP Address:{m2}")), "{etcd_san}");
+
+    // `airlock upgrade`: the newer image everywhere without a runtime step, then
+    // `kubeadm upgrade apply` on the first master, `upgrade node` on the second, the
+    // worker drained, upgraded and uncordoned, then the `upgrade` plugins.
+    let v2 = work.path().join("v2");
+    ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg(repo().join("tests/fixtures/kube-doubles"))
+            .arg(&v2)
+            .output()
+            .unwrap(),
+        "cp",
+    );
+    let kubefile = std::fs::read_to_string(v2.join("Kubefile")).unwrap();
+    std::fs::write(
+        v2.join("Kubefile"),
+        kubefile.replace("v1.30.2", "v1.31.0") + "COPY plugins plugins\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(v2.join("plugins")).unwrap();
+    std::fs::write(
+        v2.join("plugins/upgrade.yaml"),
+        "apiVersion: sealer.io/v1\nkind: Plugin\nmetadata:\n  name: record-upgrade\nspec:\n  type: SHELL\n  action: upgrade\n  data: printf '%s %s upgrade-plugin\\n' \"$(date +%s%N)\" \"$AIRLOCK_HOST_IP\" >> /var/log/kube-doubles/calls\n",
+    )
+    .unwrap();
+    ok(
+        airlock(&store)
+            .args(["build", "-t", "kube-doubles:v2"])
+            .arg(&v2)
+            .output()
+            .unwrap(),
+        "airlock build v2",
+    );
+    let before_upgrade = calls(&tb).len();
+    let upgraded = ok(
+        airlock(&store)
+            .args(["upgrade", "kube-doubles:v2", "--yes"])
+            .output()
+            .unwrap(),
+        "airlock upgrade",
+    );
+    assert!(
+        upgraded.contains("upgraded kube to kube-doubles:v2 (Kubernetes v1.31.0)"),
+        "{upgraded}"
+    );
+    let log = calls(&tb);
+    let new = &log[before_upgrade..];
+    assert!(
+        new.iter()
+            .all(|c| !c.args.starts_with("init") && !c.args.starts_with("join")),
+        "{new:#?}"
+    );
+    let apply = position(new, &m1, "kubeadm", "upgrade apply v1.31.0 --yes");
+    let node_m2 = position(new, &m2, "kubeadm", "upgrade node");
+    let drain_w = position(
+        new,
+        &m1,
+        "kubectl",
+        &format!("--kubeconfig /etc/kubernetes/admin.conf drain {w}"),
+    );
+    let node_w = position(new, &w, "kubeadm", "upgrade node");
+    let uncordon_w = position(
+        new,
+        &m1,
+        "kubectl",
+        &format!("--kubeconfig /etc/kubernetes/admin.conf uncordon {w}"),
+    );
+    assert!(
+        apply < node_m2 && node_m2 < drain_w && drain_w < node_w && node_w < uncordon_w,
+        "{new:#?}"
+    );
+    for host in [&m1, &m2, &w] {
+        assert!(
+            position(new, host, "upgrade-plugin", "") > uncordon_w,
+            "{new:#?}"
+        );
+    }
+    let recorded = std::fs::read_to_string(store.join("clusters/kube/Clusterfile")).unwrap();
+    assert!(recorded.contains("kube-doubles:v2"), "{recorded}");
+
+    // Deleting the second master drains it and deletes its node (from its own
+    // admin.conf), then resets it (which removes its etcd member).
+    ok(
+        airlock(&store)
+            .args(["delete", "--masters", &m2, "--yes"])
+            .output()
+            .unwrap(),
+        "airlock delete --masters",
+    );
+    let log = calls(&tb);
+    let drain = position(
+        &log,
+        &m2,
+        "kubectl",
+        "--kubeconfig /etc/kubernetes/admin.conf drain",
+    );
+    let delete = position(
+        &log,
+        &m2,
+        "kubectl",
+        "--kubeconfig /etc/kubernetes/admin.conf delete node",
+    );
+    let reset = position(&log, &m2, "kubeadm", "reset -f");
+    assert!(drain < delete && delete < reset, "{log:#?}");
+    assert!(
+        !tb.exec(2, &["test", "-e", "/etc/kubernetes"])
+            .status
+            .success()
+    );
+    // The worker's load balancer now has the first master only.
+    let backends = host_text(
+        &tb,
+        3,
+        &["cat", "/var/lib/airlock/cluster/kubernetes/lb-backends"],
+    );
+    assert_eq!(backends, format!("{m1}:6443\n"));
+    // Deleting the worker: drained from the first master, reset (its LB unit goes),
+    // then its node deleted from the first master.
+    ok(
+        airlock(&store)
+            .args(["delete", "--nodes", &w, "--yes"])
+            .output()
+            .unwrap(),
+        "airlock delete --nodes",
+    );
+    let log = calls(&tb);
+    let drain = log
+        .iter()
+        .rposition(|c| c.host == m1 && c.args.contains(&format!("drain {w}")))
+        .unwrap();
+    let reset = position(&log, &w, "kubeadm", "reset -f");
+    let gone = position(
+        &log,
+        &m1,
+        "kubectl",
+        &format!("--kubeconfig /etc/kubernetes/admin.conf delete node {w}"),
+    );
+    assert!(drain < reset && reset < gone, "{log:#?}");
+    // Deleting the cluster resets the last host.
+    ok(
+        airlock(&store)
+            .args(["delete", "--all", "--yes"])
+            .output()
+            .unwrap(),
+        "airlock delete --all",
+    );
+    let log = calls(&tb);
+    position(&log, &m1, "kubeadm", "reset -f");
+    for host in [1, 3] {
+        assert!(
+            !tb.exec(host, &["test", "-e", "/etc/kubernetes"])
+                .status
+                .success()
+        );
+        let hosts = host_text(&tb, host, &["cat", "/etc/hosts"]);
+        assert!(!hosts.contains("apiserver.cluster.local"), "{hosts}");
+    }
+    assert!(
+        !tb.exec(3, &["test", "-e", "/etc/systemd/system/airlock-lb.service"])
+            .status
+            .success()
+    );
+    let active = tb.exec(3, &["systemctl", "is-active", "airlock-lb.service"]);
+    assert_ne!(String::from_utf8_lossy(&active.stdout).trim(), "active");
+}
