@@ -4,7 +4,10 @@
 //!    when given), generates the PKI off the async threads (RSA key generation is
 //!    CPU work) and writes kubeadm's layout into `--out`.
 //! 2. `cert check` reads every certificate of a layout and prints when each one
-//!    expires, as a table or as JSON.
+//!    expires, as a table or as JSON: a local directory (`--dir`), or by default every
+//!    master of the recorded cluster, over SSH (`installer/kubernetes/certs-dump.sh`
+//!    sends the certificates only, never a key).
+//! 3. `cert renew` re-issues the cluster's certificates from its CAs on every master.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -105,9 +108,21 @@ pub struct GenArgs {
 /// Flags of `airlock cert check`.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The layout to read (e.g. /etc/kubernetes, or a `cert gen --out` directory).
+    /// A local layout to read (e.g. a `cert gen --out` directory); without it, every
+    /// master of the cluster is read over SSH.
     #[arg(long, value_name = "DIR")]
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
+    /// The cluster (default: the only one recorded on this machine).
+    #[arg(long, value_name = "NAME", conflicts_with = "dir")]
+    pub cluster: Option<String>,
+    /// Read the cluster from this Clusterfile instead of the recorded one.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "dir"
+    )]
+    pub file: Option<PathBuf>,
     /// Output format.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -117,7 +132,10 @@ pub struct CheckArgs {
 pub async fn run(cmd: CertCommand, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
     match cmd {
         CertCommand::Gen(args) => generate(*args, printer).await,
-        CertCommand::Check(args) => check(&args, printer),
+        CertCommand::Check(args) => match &args.dir {
+            Some(dir) => check(dir, &args, printer),
+            None => check_cluster(&args, settings, printer).await,
+        },
         CertCommand::Renew(args) => renew(args, settings, printer).await,
     }
 }
@@ -308,19 +326,19 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-fn check(args: &CheckArgs, printer: Printer) -> anyhow::Result<()> {
-    if !args.dir.is_dir() {
+fn check(dir: &std::path::Path, args: &CheckArgs, printer: Printer) -> anyhow::Result<()> {
+    if !dir.is_dir() {
         return Err(bad_input(format!(
             "--dir {}: not a directory",
-            args.dir.display()
+            dir.display()
         )));
     }
-    let found = pki::inspect_dir(&args.dir, OffsetDateTime::now_utc())
-        .with_context(|| format!("reading the certificates under {}", args.dir.display()))?;
+    let found = pki::inspect_dir(dir, OffsetDateTime::now_utc())
+        .with_context(|| format!("reading the certificates under {}", dir.display()))?;
     if found.is_empty() {
         return Err(bad_input(format!(
             "no certificates (*.crt, *.conf) under {}",
-            args.dir.display()
+            dir.display()
         )));
     }
     if args.output.is_json() {
@@ -328,6 +346,83 @@ fn check(args: &CheckArgs, printer: Printer) -> anyhow::Result<()> {
     } else {
         for line in table(&found) {
             printer.result(line);
+        }
+    }
+    Ok(())
+}
+
+const CERTS_DUMP: &str = include_str!("../../installer/kubernetes/certs-dump.sh");
+
+/// Every master's certificates, read over SSH, one table per master.
+async fn check_cluster(
+    args: &CheckArgs,
+    settings: &Settings,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    use crate::commands::cluster;
+    use crate::remote::RemoteCommand;
+    let cf =
+        cluster::clusterfile_or_stored(args.file.as_deref(), args.cluster.as_deref(), settings)?;
+    let mut spec = cluster::resolve(&cf, settings)?;
+    spec.hosts.retain(|h| h.is_master());
+    let remotes = super::run::connect_all(&spec, settings, printer).await?;
+    let now = OffsetDateTime::now_utc();
+    let mut all = std::collections::BTreeMap::new();
+    for host in &spec.hosts {
+        let cmd = RemoteCommand::script(CERTS_DUMP, ["/etc/kubernetes"]).sudo();
+        let out = remotes[&host.ip]
+            .check(&cmd)
+            .await
+            .with_context(|| format!("{}: reading /etc/kubernetes", host.ip))?;
+        let dir = tempfile::tempdir()?;
+        write_dump(dir.path(), &out.stdout_text())?;
+        let found = pki::inspect_dir(dir.path(), now)
+            .with_context(|| format!("{}: the certificates under /etc/kubernetes", host.ip))?;
+        all.insert(host.ip, found);
+    }
+    if args.output.is_json() {
+        printer.json(&all);
+        return Ok(());
+    }
+    for (ip, found) in &all {
+        printer.result(format!("master {ip}:"));
+        if found.is_empty() {
+            printer.result("  no certificates under /etc/kubernetes");
+        }
+        for line in table(found) {
+            printer.result(format!("  {line}"));
+        }
+    }
+    Ok(())
+}
+
+/// Lay out what `certs-dump.sh` printed under `dir`: each `*.crt` as it was, each
+/// kubeconfig as a minimal one holding only its client certificate.
+fn write_dump(dir: &std::path::Path, dump: &str) -> anyhow::Result<()> {
+    for section in dump.split("=== ").filter(|s| !s.trim().is_empty()) {
+        let (name, body) = section.split_once('\n').unwrap_or((section, ""));
+        let name = name.trim().trim_start_matches("./");
+        if name.split('/').any(|c| c == ".." || c.is_empty()) {
+            anyhow::bail!("the host listed a certificate at {name:?}");
+        }
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        if name.ends_with(".conf") {
+            let Some(data) = body
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("client-certificate-data:"))
+            else {
+                continue;
+            };
+            let yaml = format!(
+                "apiVersion: v1\nkind: Config\nusers:\n- name: {name}\n  user:\n    client-certificate-data: {}\n",
+                data.trim()
+            );
+            fs_err::write(&path, yaml)?;
+        } else {
+            fs_err::write(&path, body)?;
         }
     }
     Ok(())

@@ -457,6 +457,35 @@ networking:
         )
     };
     let before_renew = [sums(1), sums(2)];
+    // `cert check` reads every master's certificates over SSH: the CAs, the leaves and
+    // the client certificates inside the kubeconfigs, each with about 100 years left.
+    let checked = ok(
+        airlock(&store).args(["cert", "check"]).output().unwrap(),
+        "airlock cert check",
+    );
+    for master in &tb.hosts[..2] {
+        assert!(checked.contains(&format!("master {master}:")), "{checked}");
+    }
+    for name in ["pki/apiserver.crt", "pki/etcd/server.crt", "admin.conf"] {
+        assert_eq!(
+            checked.matches(name).count(),
+            2,
+            "{name} on both masters:\n{checked}"
+        );
+    }
+    assert!(!checked.contains("PRIVATE KEY"), "{checked}");
+    let out = airlock(&store)
+        .args(["cert", "check", "-o", "json"])
+        .output()
+        .unwrap();
+    ok(out.clone(), "airlock cert check -o json");
+    let json = String::from_utf8_lossy(&out.stdout).to_string();
+    let parsed: serde_json::Value =
+        serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let days = parsed[tb.hosts[0].to_string()][0]["days_left"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!(days > 36_000, "{json}");
     let renewed = ok(
         airlock(&store)
             .args(["cert", "renew", "--alt-names", "renew.example.com", "--yes"])
