@@ -9,6 +9,8 @@ mod distribute;
 #[cfg(test)]
 mod e2e;
 #[cfg(test)]
+mod hostile;
+#[cfg(test)]
 mod kubernetes;
 #[cfg(test)]
 mod lifecycle;
