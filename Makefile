@@ -5,7 +5,7 @@ CARGO ?= cargo
 MUSL := x86_64-unknown-linux-musl
 OUT := out
 
-.PHONY: all deps build demo test lint fmt clean-testbeds
+.PHONY: all deps build demo test lint fmt clean-testbeds fuzz
 
 all: build
 
@@ -42,3 +42,16 @@ fmt:
 
 clean-testbeds:
 	sh tests/testbed/testbed.sh down --all
+
+# Fuzz every target for FUZZ_SECONDS each (not part of `make test`; see docs/security.md).
+# Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS := kubefile clusterfile bundle reference registry
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p tests/fuzz/corpus/$$t && \
+		$(CARGO) +nightly fuzz run --fuzz-dir tests/fuzz -O $$t \
+			tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+			-malloc_limit_mb=1024 || exit 1; \
+	done

@@ -9,6 +9,8 @@ mod distribute;
 #[cfg(test)]
 mod e2e;
 #[cfg(test)]
+mod faults;
+#[cfg(test)]
 mod hostile;
 #[cfg(test)]
 mod kubernetes;
@@ -18,6 +20,8 @@ mod lifecycle;
 mod registry;
 #[cfg(test)]
 mod remote;
+#[cfg(test)]
+mod secrets;
 #[cfg(test)]
 mod sshd;
 #[cfg(test)]
