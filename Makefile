@@ -5,7 +5,7 @@ CARGO ?= cargo
 MUSL := x86_64-unknown-linux-musl
 OUT := out
 
-.PHONY: all deps build demo test lint fmt clean-testbeds fuzz
+.PHONY: all deps build demo test lint fmt clean-testbeds fuzz load
 
 all: build
 
@@ -55,3 +55,11 @@ fuzz:
 			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 			-malloc_limit_mb=1024 || exit 1; \
 	done
+
+# Load: the registry under 64 pullers for DURATION seconds (default 300), then one
+# install onto 64 testbed hosts (needs root). Not part of `make test`; results in
+# docs/benchmarks.md.
+load:
+	$(CARGO) build --locked
+	sh tests/load/registry.sh target/debug/airlock
+	bash tests/load/install.sh target/debug/airlock

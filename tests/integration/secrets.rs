@@ -179,6 +179,10 @@ fn no_secret_appears_in_processes_logs_state_or_host_files() {
     assert!(out.status.success(), "install failed:\n{output}");
     assert!(rounds >= 2, "the process sampler ran {rounds} times only");
 
+    // The search itself works: the Clusterfile the test wrote holds every secret.
+    let written = std::fs::read(&clusterfile).unwrap();
+    assert!(secrets.iter().all(|s| contains(&written, s)));
+
     let mut leaks: Vec<String> = Vec::new();
     for secret in secrets {
         let tag = if secret == PASSPHRASE {
