@@ -146,9 +146,14 @@ fn tampered(data: &[u8]) {
     let action = data.first().copied().unwrap_or(0);
     let at = u64_at(data, 1);
     let mut parts = data.get(9..).unwrap_or_default().split(|b| *b == 0xff);
-    let runner = parts.next().unwrap_or_default();
-    let blobs: Vec<&[u8]> = parts.take(8).collect();
-    let mut file = valid_bundle(runner, &blobs);
+    // A bundle always has a runner and its image's top-level blob.
+    let mut runner = b"#!runner ".to_vec();
+    runner.extend_from_slice(parts.next().unwrap_or_default());
+    let mut blobs: Vec<&[u8]> = parts.take(8).collect();
+    if blobs.is_empty() {
+        blobs.push(b"{}");
+    }
+    let mut file = valid_bundle(&runner, &blobs);
     let pristine = file.clone();
     assert_eq!(
         exercise(&write_file(&file)),
