@@ -369,15 +369,23 @@ fn remove_any(path: &Path) -> io::Result<()> {
 }
 
 /// Whether a symlink at `rel` pointing to `target` stays inside the directory.
+///
+/// `..` may only lead the target (`../../lib/x`): after a name, the name could itself
+/// be a symlink (`d -> .`), and `d/..` would then climb out of the directory.
 fn link_stays_inside(rel: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }
     let mut depth: i64 = rel.components().count() as i64 - 1;
+    let mut named = false;
     for c in target.components() {
         match c {
+            Component::ParentDir if named => return false,
             Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
+            Component::Normal(_) => {
+                named = true;
+                depth += 1;
+            }
             Component::CurDir => {}
             _ => return false,
         }

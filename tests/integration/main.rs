@@ -9,6 +9,10 @@ mod distribute;
 #[cfg(test)]
 mod e2e;
 #[cfg(test)]
+mod faults;
+#[cfg(test)]
+mod hostile;
+#[cfg(test)]
 mod kube_image;
 #[cfg(test)]
 mod kubernetes;
@@ -24,6 +28,8 @@ mod registry;
 mod registry_node;
 #[cfg(test)]
 mod remote;
+#[cfg(test)]
+mod secrets;
 #[cfg(test)]
 mod sshd;
 #[cfg(test)]
