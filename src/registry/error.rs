@@ -64,6 +64,9 @@ pub enum ApiError {
     /// A path this registry does not serve.
     #[error("not found")]
     NotFound,
+    /// Too many uploads are open at once: finish or cancel some, then retry.
+    #[error("too many uploads in progress ({0}); finish or cancel some and retry")]
+    TooManyUploads(usize),
     /// The server failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -87,6 +90,7 @@ impl ApiError {
             Self::RangeInvalid { .. } => "RANGE_INVALID",
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Unsupported(_) => "UNSUPPORTED",
+            Self::TooManyUploads(_) => "TOOMANYREQUESTS",
             Self::Internal(_) => "UNKNOWN",
         }
     }
@@ -110,6 +114,7 @@ impl ApiError {
             Self::ManifestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooManyUploads(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

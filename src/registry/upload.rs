@@ -8,6 +8,9 @@
 //!    fed through a bounded channel: memory stays bounded whatever the blob size.
 //! 3. Commit verifies the digest: on mismatch nothing is stored and the client gets
 //!    `DIGEST_INVALID`.
+//!    A session idle for [`SESSION_IDLE`] is dropped (its temp file with it) when the
+//!    next one opens, and at most [`MAX_SESSIONS`] are open at once (`429
+//!    TOOMANYREQUESTS` beyond): clients cannot hold disk and descriptors forever.
 //! 4. `PUT /v2/NAME/manifests/REF` checks size, shape and that every referenced blob
 //!    is present, stores the bytes exactly, and for a tag records the image in the
 //!    store under the normalised reference of `NAME:TAG`.
@@ -34,6 +37,11 @@ use crate::image::oci::{self, Descriptor};
 use crate::image::store::{BlobWriter, Store};
 use crate::spec::reference::Reference;
 
+/// How long an upload may sit without a request before it is dropped.
+pub const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// How many uploads may be open at once.
+pub const MAX_SESSIONS: usize = 256;
+
 /// Open upload sessions, by id.
 pub(super) struct Uploads {
     store: Option<Store>,
@@ -45,6 +53,8 @@ struct Session {
     name: String,
     writer: Option<BlobWriter>,
     offset: u64,
+    /// The last request that used it.
+    touched: std::time::Instant,
 }
 
 impl Uploads {
@@ -68,6 +78,30 @@ impl Uploads {
             .get(id)
             .cloned()
             .ok_or_else(|| ApiError::UploadUnknown(id.to_string()))
+    }
+
+    /// Drop sessions idle for longer than `idle` (not those a request holds now), then
+    /// add `session` unless `max` are still open.
+    fn open(
+        &self,
+        id: String,
+        session: Session,
+        idle: std::time::Duration,
+        max: usize,
+    ) -> Result<(), ApiError> {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .map_err(|_| ApiError::Internal("upload table poisoned".to_string()))?;
+        sessions.retain(|_, s| match s.try_lock() {
+            Ok(s) => s.touched.elapsed() < idle,
+            Err(_) => true,
+        });
+        if sessions.len() >= max {
+            return Err(ApiError::TooManyUploads(sessions.len()));
+        }
+        sessions.insert(id, Arc::new(tokio::sync::Mutex::new(session)));
+        Ok(())
     }
 
     fn remove(&self, id: &str) {
@@ -186,13 +220,11 @@ pub(super) async fn start(
         name: name.to_string(),
         writer: Some(writer),
         offset: 0,
+        touched: std::time::Instant::now(),
     };
     state
         .uploads
-        .sessions
-        .lock()
-        .map_err(|_| ApiError::Internal("upload table poisoned".to_string()))?
-        .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
+        .open(id.clone(), session, SESSION_IDLE, MAX_SESSIONS)?;
     Ok(upload_response(name, &id, 0, StatusCode::ACCEPTED))
 }
 
@@ -238,6 +270,7 @@ pub(super) async fn patch(
         Ok((writer, written)) => {
             session.writer = Some(writer);
             session.offset += written;
+            session.touched = std::time::Instant::now();
             Ok(upload_response(
                 name,
                 id,
@@ -425,4 +458,74 @@ pub(super) async fn delete_blob(
     )
     .await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(store: &Store, idle_for: std::time::Duration) -> Session {
+        Session {
+            name: "a/b".to_string(),
+            writer: Some(store.blob_writer().unwrap()),
+            offset: 0,
+            touched: std::time::Instant::now() - idle_for,
+        }
+    }
+
+    #[test]
+    fn idle_sessions_are_dropped_and_open_ones_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let uploads = Uploads::new(Some(store.clone()));
+        // Small enough to subtract from the clock on a machine that just booted.
+        let idle = std::time::Duration::from_secs(5);
+        let old = std::time::Duration::from_secs(10);
+        uploads
+            .open("old".into(), session(&store, old), idle, 2)
+            .unwrap();
+        uploads
+            .open(
+                "fresh".into(),
+                session(&store, std::time::Duration::ZERO),
+                idle,
+                2,
+            )
+            .unwrap();
+        assert!(uploads.session("old").is_err(), "the idle one was dropped");
+        assert!(uploads.session("fresh").is_ok());
+        uploads
+            .open(
+                "second".into(),
+                session(&store, std::time::Duration::ZERO),
+                idle,
+                2,
+            )
+            .unwrap();
+        let err = uploads
+            .open(
+                "third".into(),
+                session(&store, std::time::Duration::ZERO),
+                idle,
+                2,
+            )
+            .unwrap_err();
+        assert_eq!(err.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(err.code(), "TOOMANYREQUESTS");
+        // A session a request holds is never dropped, however old.
+        let held = uploads.session("fresh").unwrap();
+        let mut guard = held.try_lock().unwrap();
+        guard.touched = std::time::Instant::now() - old;
+        uploads.remove("second");
+        uploads
+            .open(
+                "fourth".into(),
+                session(&store, std::time::Duration::ZERO),
+                idle,
+                2,
+            )
+            .unwrap();
+        drop(guard);
+        assert!(uploads.session("fresh").is_ok());
+    }
 }
