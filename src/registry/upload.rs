@@ -38,9 +38,9 @@ use crate::image::store::{BlobWriter, Store};
 use crate::spec::reference::Reference;
 
 /// How long an upload may sit without a request before it is dropped.
-pub const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+pub(super) const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// How many uploads may be open at once.
-pub const MAX_SESSIONS: usize = 256;
+pub(super) const MAX_SESSIONS: usize = 256;
 
 /// Open upload sessions, by id.
 pub(super) struct Uploads {
