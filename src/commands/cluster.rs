@@ -360,6 +360,7 @@ async fn converge_with(
         scale_up,
         registry_access,
         limits,
+        skip: BTreeSet::new(),
     };
     install.run().await?;
     let mut j = journal_reporter

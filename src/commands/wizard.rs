@@ -97,7 +97,12 @@ impl WizardEngine for BundleEngine {
         Ok(report)
     }
 
-    async fn install(&self, spec: &ClusterSpec, reporter: Arc<dyn Reporter>) -> InstallResult {
+    async fn install(
+        &self,
+        spec: &ClusterSpec,
+        skip: &[(IpAddr, String)],
+        reporter: Arc<dyn Reporter>,
+    ) -> InstallResult {
         let failed = |cause: String| InstallResult::Failed {
             host: None,
             step: None,
@@ -146,6 +151,7 @@ impl WizardEngine for BundleEngine {
         let install = Install {
             registry_access,
             scale_up: std::collections::BTreeSet::new(),
+            skip: skip.iter().cloned().collect(),
             limits: crate::install::limits::Limits::from_spec(
                 spec,
                 &crate::install::limits::Overrides::default(),

@@ -351,6 +351,9 @@ pub struct Install {
     pub registry_access: RegistryAccess,
     /// Step timeouts, retries and how many hosts at once.
     pub limits: Limits,
+    /// Steps the user chose to skip after they failed, by host and step name: each is
+    /// recorded as done (its marker written) without running, and reported skipped.
+    pub skip: BTreeSet<(IpAddr, String)>,
 }
 
 pub(super) struct HostCtx<'a> {
@@ -762,6 +765,18 @@ impl Install {
     {
         let ip = h.host.ip;
         if h.markers.get(step.as_str()) == Some(&fingerprint) {
+            self.report(ip, step, StepState::Skipped, 0);
+            return Ok(());
+        }
+        if self.skip.contains(&(ip, step.as_str().to_string())) {
+            let marker = format!("{}/state/{}", self.data_root(), step.as_str());
+            write_file(h.remote.as_ref(), &marker, fingerprint.as_bytes(), "600")
+                .await
+                .map_err(|e| step_err(ip, step, e))?;
+            self.reporter.event(Event::Log {
+                host: ip,
+                line: format!("{step}: skipped at the user's request, recorded as done"),
+            });
             self.report(ip, step, StepState::Skipped, 0);
             return Ok(());
         }

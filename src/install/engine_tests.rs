@@ -150,6 +150,7 @@ fn setup_with(
         reporter: Arc::new(move |e: Event| sink.lock().unwrap().push(e)),
         scale_up: BTreeSet::new(),
         registry_access: RegistryAccess::default(),
+        skip: BTreeSet::new(),
         limits: limits::Limits {
             backoff: std::time::Duration::ZERO,
             ..limits::Limits::default()
@@ -583,6 +584,43 @@ async fn init_is_not_retried() {
         runs_of(&f.fakes[&ip("198.18.0.2")], &["sh", "scripts/init.sh"]),
         1
     );
+}
+
+#[tokio::test]
+async fn a_step_the_user_skipped_is_recorded_as_done_without_running() {
+    let mut f = setup(|ip, fake| {
+        if ip.to_string() == "198.18.0.2" {
+            fake.on(&["sh", "scripts/init.sh"], FakeReply::fail(1, "boom"));
+        }
+    });
+    assert!(f.install.run().await.is_err(), "init fails first");
+    f.install
+        .skip
+        .insert((ip("198.18.0.2"), "init".to_string()));
+    f.install.run().await.unwrap();
+    let first = &f.fakes[&ip("198.18.0.2")];
+    assert_eq!(
+        runs_of(first, &["sh", "scripts/init.sh"]),
+        1,
+        "the skipped step did not run again"
+    );
+    assert!(
+        markers_written(first).contains("init "),
+        "its marker was written"
+    );
+    let events = f.events.lock().unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Log { line, .. } if line == "init: skipped at the user's request, recorded as done"
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Step {
+            step: StepId::Init,
+            state: StepState::Skipped,
+            ..
+        }
+    )));
 }
 
 /// Counts commands in flight across every host (a test gauge around the fakes). The

@@ -38,6 +38,8 @@ pub enum Action {
     Install {
         /// The cluster.
         spec: Box<ClusterSpec>,
+        /// Failed steps the user chose to skip: (host, step name).
+        skip: Vec<(std::net::IpAddr, String)>,
     },
     /// Write a support bundle: logs, journal, Clusterfile without secrets, host facts.
     SupportBundle {

@@ -326,6 +326,7 @@ pub fn start_install(state: &mut State) -> Option<Action> {
             }
             Some(Action::Install {
                 spec: Box::new(spec),
+                skip: state.dashboard.skipped_steps.clone(),
             })
         }
         Err(e) => {

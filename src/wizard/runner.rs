@@ -53,8 +53,14 @@ pub trait WizardEngine: Send + Sync {
         on_finding: &(dyn for<'f> Fn(&'f Finding) + Send + Sync),
     ) -> anyhow::Result<Report>;
 
-    /// Run the install of `spec`, streaming progress to `reporter`.
-    async fn install(&self, spec: &ClusterSpec, reporter: Arc<dyn Reporter>) -> InstallResult;
+    /// Run the install of `spec`, streaming progress to `reporter`; the steps in `skip`
+    /// (host, step name) are recorded as done without running (the user chose so).
+    async fn install(
+        &self,
+        spec: &ClusterSpec,
+        skip: &[(std::net::IpAddr, String)],
+        reporter: Arc<dyn Reporter>,
+    ) -> InstallResult;
 
     /// Write a support bundle (logs, journal, `clusterfile` without secrets, host facts).
     async fn support_bundle(&self, clusterfile: &str) -> anyhow::Result<PathBuf>;
@@ -321,14 +327,14 @@ fn perform<'a>(
                     .map(|()| clusterfile_path.to_path_buf())
                     .map_err(|e| e.to_string()),
             ),
-            Action::Install { spec } => {
+            Action::Install { spec, skip } => {
                 let reporter: Arc<dyn Reporter> = {
                     let tx = tx.clone();
                     Arc::new(move |e| {
                         let _ = tx.send(Event::Install(e));
                     })
                 };
-                Event::InstallDone(engine.install(&spec, reporter).await)
+                Event::InstallDone(engine.install(&spec, &skip, reporter).await)
             }
             Action::SupportBundle { yaml } => Event::SupportBundle(
                 engine

@@ -713,6 +713,11 @@ pub struct Dashboard {
     pub now_ms: u64,
     /// The install is running.
     pub running: bool,
+    /// Failed steps the user chose to skip: (host, step name). Recorded in the saved
+    /// Clusterfile's notes.
+    pub skipped_steps: Vec<(IpAddr, String)>,
+    /// A skip of the failed step waiting for confirmation.
+    pub confirm_skip: bool,
 }
 
 /// How the install ended.
@@ -930,6 +935,11 @@ impl State {
         }
         for id in &self.preflight.skipped {
             text.push_str(&format!("# Preflight check skipped by the user: {id}\n"));
+        }
+        for (host, step) in &self.dashboard.skipped_steps {
+            text.push_str(&format!(
+                "# Install step skipped by the user after it failed: {step} on {host}\n"
+            ));
         }
         text.push_str(&body);
         text

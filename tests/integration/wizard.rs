@@ -97,7 +97,12 @@ impl WizardEngine for FakeEngine {
         Ok(report)
     }
 
-    async fn install(&self, spec: &ClusterSpec, reporter: Arc<dyn Reporter>) -> InstallResult {
+    async fn install(
+        &self,
+        spec: &ClusterSpec,
+        _skip: &[(std::net::IpAddr, String)],
+        reporter: Arc<dyn Reporter>,
+    ) -> InstallResult {
         for host in &spec.hosts {
             for step in [
                 StepId::Prepare,

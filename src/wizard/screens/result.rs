@@ -37,13 +37,40 @@ pub fn fix_for(step: Option<StepId>, cause: &str) -> String {
     }
 }
 
-/// On failure: `r` retries, `e` goes back to edit, `w` writes a support bundle.
+/// On failure: `r` retries, `s` skips the failed step (after a confirmation) and goes
+/// on, `e` goes back to edit, `w` writes a support bundle.
 pub fn on_key(state: &mut State, key: Key) -> Option<Action> {
-    if !matches!(state.outcome, Some(Outcome::Failure { .. })) {
+    let Some(Outcome::Failure { host, step, .. }) = &state.outcome else {
         return None;
+    };
+    let failed = host.zip(step.clone());
+    if state.dashboard.confirm_skip {
+        state.dashboard.confirm_skip = false;
+        return match (key, failed) {
+            (Key::Char('y' | 'Y'), Some(step)) => {
+                state.dashboard.skipped_steps.push(step);
+                start_install(state)
+            }
+            _ => None,
+        };
     }
     match key {
         Key::Char('r') => start_install(state),
+        Key::Char('s') => {
+            match failed {
+                Some((host, step)) => {
+                    state.dashboard.confirm_skip = true;
+                    state.notice = Some(format!(
+                        "Skip {step} on {host}? It is recorded as done and not run again. y: skip and go on, n: no"
+                    ));
+                }
+                None => {
+                    state.notice =
+                        Some("Nothing to skip: the install stopped before any host".to_string());
+                }
+            }
+            None
+        }
         Key::Char('e') => {
             state.screen = Screen::Hosts;
             None
@@ -132,6 +159,9 @@ pub fn draw<'a>(state: &State, frame: &mut Frame<'_>, area: Rect, theme: Theme) 
                 "  r retry (finished steps are skipped)   e edit hosts and credentials",
             ));
             v.push(Line::from(
+                "  s skip this step on this host and go on (asks first; Ctrl-C quits)",
+            ));
+            v.push(Line::from(
                 "  w write a support bundle (logs, journal, Clusterfile without secrets)",
             ));
             if let Some(p) = &state.support_bundle {
@@ -140,7 +170,12 @@ pub fn draw<'a>(state: &State, frame: &mut Frame<'_>, area: Rect, theme: Theme) 
             (
                 "Failed",
                 v,
-                vec![("r", "retry"), ("e", "edit"), ("w", "support bundle")],
+                vec![
+                    ("r", "retry"),
+                    ("s", "skip"),
+                    ("e", "edit"),
+                    ("w", "support bundle"),
+                ],
             )
         }
         None => ("Result", vec![Line::from("  No install has run.")], vec![]),

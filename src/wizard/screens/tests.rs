@@ -636,6 +636,38 @@ fn result_failure_then_retry() {
 }
 
 #[test]
+fn a_failed_step_can_be_skipped_after_a_confirmation_and_is_recorded() {
+    let mut s = at_install();
+    on(
+        &mut s,
+        Event::InstallDone(InstallResult::Failed {
+            host: Some(ip("198.18.0.2")),
+            step: Some(StepId::Launch),
+            cause: "`sh -c 'sh launch.sh'` exited with 3".to_string(),
+        }),
+    );
+    assert!(render(&s).contains("s skip this step"), "{}", render(&s));
+    assert_eq!(press(&mut s, Key::Char('s')), None);
+    let notice = s.notice.clone().unwrap_or_default();
+    assert!(notice.starts_with("Skip launch on 198.18.0.2?"), "{notice}");
+    assert_eq!(press(&mut s, Key::Char('n')), None, "n cancels");
+    assert!(s.dashboard.skipped_steps.is_empty());
+    press(&mut s, Key::Char('s'));
+    let action = press(&mut s, Key::Char('y'));
+    let Some(Action::Install { skip, .. }) = action else {
+        panic!("expected the install again, got {action:?}")
+    };
+    assert_eq!(skip, [(ip("198.18.0.2"), "launch".to_string())]);
+    assert_eq!(s.screen, Screen::Install);
+    assert!(
+        s.to_yaml(false)
+            .contains("# Install step skipped by the user after it failed: launch on 198.18.0.2"),
+        "{}",
+        s.to_yaml(false)
+    );
+}
+
+#[test]
 fn ctrl_c_asks_first() {
     let mut s = with_hosts();
     assert_eq!(press(&mut s, Key::CtrlC), None);
