@@ -206,6 +206,9 @@ struct InstallArgs {
     yes: bool,
     #[command(flatten)]
     trust: TrustArgs,
+    /// Step time limits, host concurrency and `-o json` events, as `airlock run`.
+    #[command(flatten)]
+    engine: crate::commands::progress::EngineArgs,
 }
 
 /// When this executable is a bundle, run as the bundle and return its exit code.
@@ -322,7 +325,7 @@ fn run_bundle(
                 image: Some(image.clone()),
                 file: Some(args.file),
                 yes: args.yes,
-                engine: crate::commands::progress::EngineArgs::default(),
+                engine: args.engine,
             };
             let source: Arc<dyn BlobSource> = Arc::new(bundle);
             async_runtime()?.block_on(crate::commands::run::run_from(

@@ -254,4 +254,47 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
         "a re-run redid steps {redone:?}:\n{again}"
     );
     assert_eq!(again.matches("already done").count(), 3 * 4 + 2, "{again}");
+
+    // The bundle takes the engine's flags too: a third run as JSON lines on stdout, the
+    // plan first, every step skipped, `finished` last.
+    let out = Command::new(&bundle)
+        .args(["install", "-f"])
+        .arg(&cf)
+        .args([
+            "--yes",
+            "-o",
+            "json",
+            "--max-parallel",
+            "2",
+            "--step-timeout",
+            "10m",
+        ])
+        .env("AIRLOCK_ROOT", &operator)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(
+        events.first().map(|e| e["event"].clone()),
+        Some("plan".into())
+    );
+    assert_eq!(
+        events.last().map(|e| e["event"].clone()),
+        Some("finished".into())
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "step" && e["state"]["state"] == "done"),
+        "a JSON re-run redid a step"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step" && e["state"]["state"] == "skipped"),
+        "no step reported as skipped"
+    );
 }
