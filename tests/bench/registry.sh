@@ -41,20 +41,9 @@ wait_for() {
 # The image: one 64 MiB random layer (like a compressed container layer), in an
 # OCI layout that is also an airlock store.
 STORE=$WORK/store
-mkdir -p "$STORE/blobs/sha256"
 # shellcheck source=tests/bench/lib.sh
 . "$(dirname "$0")/lib.sh"
-head -c 67108864 /dev/urandom >"$WORK/layer"
-set -- $(put "$WORK/layer")
-LAYER=$1
-LAYER_SIZE=$2
-printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s"]}}' "$LAYER" >"$WORK/config"
-set -- $(put "$WORK/config")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' "$1" "$2" "$LAYER" "$LAYER_SIZE" >"$WORK/manifest"
-set -- $(put "$WORK/manifest")
-MANIFEST=$1
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"registry.local/bench/blob:v1"}}]}' "$1" "$2" >"$STORE/index.json"
-printf '{"imageLayoutVersion":"1.0.0"}' >"$STORE/oci-layout"
+one_blob_image 67108864 registry.local/bench/blob:v1
 
 # airlock's registry, straight over the store.
 AIRLOCK_ADDR=127.0.0.1:$(free_port)

@@ -30,19 +30,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 STORE=$WORK/store
-mkdir -p "$STORE/blobs/sha256"
 # shellcheck source=tests/bench/lib.sh
 . "$(dirname "$0")/../bench/lib.sh"
-head -c 16777216 /dev/urandom >"$WORK/layer"
-set -- $(put "$WORK/layer")
-LAYER=$1
-LAYER_SIZE=$2
-printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s"]}}' "$LAYER" >"$WORK/config"
-set -- $(put "$WORK/config")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' "$1" "$2" "$LAYER" "$LAYER_SIZE" >"$WORK/manifest"
-set -- $(put "$WORK/manifest")
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"registry.local/load/blob:v1"}}]}' "$1" "$2" >"$STORE/index.json"
-printf '{"imageLayoutVersion":"1.0.0"}' >"$STORE/oci-layout"
+one_blob_image 16777216 registry.local/load/blob:v1
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 ADDR=127.0.0.1:$PORT
