@@ -164,12 +164,7 @@ async fn renew(args: RenewArgs, settings: &Settings, printer: Printer) -> anyhow
             state.display()
         )));
     }
-    let masters: Vec<IpAddr> = spec
-        .hosts
-        .iter()
-        .filter(|h| h.is_master())
-        .map(|h| h.ip)
-        .collect();
+    let masters = spec.master_ips();
     let what = if args.alt_names.is_empty() {
         format!(
             "re-issue the certificates of cluster {} and restart its control plane",

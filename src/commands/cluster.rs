@@ -245,8 +245,8 @@ async fn converge_with(
     let dir = journal::cluster_dir(&settings.root, &spec.name);
     if artifacts_only {
         plan.runtime = Arc::new(crate::install::runtime::GenericRuntime::default());
-    } else if plan.config.runtime == "kubernetes" {
-        plan.runtime = Arc::new(kubernetes_runtime(cf, &spec, &plan, &dir)?);
+    } else if let Some(rt) = kubernetes_runtime(&cf.kubeadm, &spec, &plan, &dir)? {
+        plan.runtime = Arc::new(rt);
     }
     let previous = Journal::load(&dir)?;
     let listed: BTreeSet<IpAddr> = spec.hosts.iter().map(|h| h.ip).collect();
@@ -416,12 +416,17 @@ pub(crate) async fn registry_access(
 
 /// The Kubernetes runtime of the cluster: its kubeadm configuration, and its PKI and
 /// join token kept under `<cluster dir>/kubernetes/` (made on the first run).
-fn kubernetes_runtime(
-    cf: &Clusterfile,
+/// `None` when the image's runtime is not `kubernetes`. Also what the wizard installs
+/// with (it has no kubeadm documents).
+pub(crate) fn kubernetes_runtime(
+    kubeadm: &[serde_json::Value],
     spec: &ClusterSpec,
     plan: &ImagePlan,
     dir: &Path,
-) -> anyhow::Result<KubernetesRuntime> {
+) -> anyhow::Result<Option<KubernetesRuntime>> {
+    if plan.config.runtime != "kubernetes" {
+        return Ok(None);
+    }
     let image = ImageInputs {
         name: &plan.name,
         version: plan.config.runtime_version.as_deref(),
@@ -429,7 +434,8 @@ fn kubernetes_runtime(
         labels: &plan.config.labels,
     };
     let now = time::OffsetDateTime::now_utc();
-    KubernetesRuntime::prepare(spec, image, &cf.kubeadm, &dir.join("kubernetes"), now)
+    KubernetesRuntime::prepare(spec, image, kubeadm, &dir.join("kubernetes"), now)
+        .map(Some)
         .map_err(bad_input)
 }
 
@@ -504,12 +510,7 @@ pub(crate) async fn rewrite_lb_backends(
     if !dir.join("kubernetes/pki-files").is_dir() {
         return Ok(());
     }
-    let masters: Vec<IpAddr> = spec
-        .hosts
-        .iter()
-        .filter(|h| h.is_master())
-        .map(|h| h.ip)
-        .collect();
+    let masters = spec.master_ips();
     let file = crate::runtime::kubernetes::runtime::lb_backends_file(&spec.data_root, &masters);
     for host in spec.hosts.iter().filter(|h| !h.is_master()) {
         let remote = remotes

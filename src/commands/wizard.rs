@@ -26,7 +26,6 @@ use crate::printer::Printer;
 use crate::remote::known_hosts::KnownHosts;
 use crate::remote::ssh::SshRemote;
 use crate::remote::{Remote, UploadSource};
-use crate::runtime::kubernetes::runtime::{ImageInputs, KubernetesRuntime};
 use crate::settings::Settings;
 use crate::spec::clusterfile::ClusterSpec;
 use crate::wizard::event::InstallResult;
@@ -132,21 +131,14 @@ impl WizardEngine for BundleEngine {
         // A Kubernetes image: its runtime, with the PKI kept on this machine.
         let mut plan = self.plan.clone();
         let mut kubeconfig = None;
-        if preflight::is_kubernetes(&plan.config.runtime) {
-            let dir = crate::install::journal::cluster_dir(&self.settings.root, &spec.name)
-                .join("kubernetes");
-            let image = ImageInputs {
-                name: &plan.name,
-                version: plan.config.runtime_version.as_deref(),
-                files: &plan.files,
-                labels: &plan.config.labels,
-            };
-            let now = time::OffsetDateTime::now_utc();
-            match KubernetesRuntime::prepare(spec, image, &[], &dir, now) {
-                Ok(rt) => plan.runtime = Arc::new(rt),
-                Err(e) => return failed(e.to_string()),
+        let dir = crate::install::journal::cluster_dir(&self.settings.root, &spec.name);
+        match super::cluster::kubernetes_runtime(&[], spec, &plan, &dir) {
+            Ok(Some(rt)) => {
+                plan.runtime = Arc::new(rt);
+                kubeconfig = Some(dir.join("kubernetes/pki-files/admin.conf"));
             }
-            kubeconfig = Some(dir.join("pki-files/admin.conf"));
+            Ok(None) => {}
+            Err(e) => return failed(format!("{e:#}")),
         }
         let install = Install {
             registry_access,

@@ -1192,6 +1192,15 @@ impl ClusterSpec {
             .find(|h| h.is_master())
             .unwrap_or(&self.hosts[0])
     }
+
+    /// Every master's IP, in host order.
+    pub fn master_ips(&self) -> Vec<IpAddr> {
+        self.hosts
+            .iter()
+            .filter(|h| h.is_master())
+            .map(|h| h.ip)
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -144,12 +144,7 @@ impl KubernetesRuntime {
             .version
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| KubernetesError::NoVersion(image.name.to_string()))?;
-        let masters: Vec<IpAddr> = spec
-            .hosts
-            .iter()
-            .filter(|h| h.is_master())
-            .map(|h| h.ip)
-            .collect();
+        let masters = spec.master_ips();
         let registry = format!("{}:{}", spec.registry.domain, spec.registry.port);
         let inputs = ClusterInputs {
             version: version.to_string(),
@@ -791,12 +786,7 @@ mod tests {
     fn renewal_keeps_the_cas_and_service_account_keys() {
         let dir = tempfile::tempdir().unwrap();
         let (spec, rt) = prepare(dir.path());
-        let masters: Vec<IpAddr> = spec
-            .hosts
-            .iter()
-            .filter(|h| h.is_master())
-            .map(|h| h.ip)
-            .collect();
+        let masters = spec.master_ips();
         let renewed = renew_pki(
             dir.path(),
             &masters,
