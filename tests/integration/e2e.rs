@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::lifecycle::text;
 use crate::registry_node::anonymous_status;
 use crate::support::{DockerRegistry, skopeo_copy};
 use crate::testbed::{Testbed, TestbedOptions, skip_reason};
@@ -43,14 +44,6 @@ fn install(bundle: &Path, clusterfile: &Path, operator: &Path) -> Output {
         .env("AIRLOCK_ROOT", operator)
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn clusterfile(dir: &Path, tb: &Testbed, ssh: &str) -> PathBuf {
@@ -106,6 +99,19 @@ pub(crate) fn build_and_bundle(work: &Path) -> PathBuf {
     bundle
 }
 
+/// The hello example built and bundled under `dir`, and `hosts` testbed hosts running
+/// containerd: what most install tests start from.
+pub(crate) fn bundle_and_hosts(dir: &Path, hosts: usize) -> (PathBuf, Testbed) {
+    let bundle = build_and_bundle(dir);
+    let tb = Testbed::up(TestbedOptions {
+        hosts,
+        containerd: true,
+        ..TestbedOptions::default()
+    })
+    .expect("testbed up");
+    (bundle, tb)
+}
+
 #[test]
 fn build_bundle_and_install_on_three_testbed_hosts() {
     if let Some(why) = skip_reason() {
@@ -113,13 +119,7 @@ fn build_bundle_and_install_on_three_testbed_hosts() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let bundle = build_and_bundle(work.path());
-    let tb = Testbed::up(TestbedOptions {
-        hosts: 3,
-        containerd: true,
-        ..TestbedOptions::default()
-    })
-    .expect("testbed up");
+    let (bundle, tb) = crate::e2e::bundle_and_hosts(work.path(), 3);
     let operator = work.path().join("operator");
 
     // Bad credentials first, from the variable `passwdEnv` names: refused before any

@@ -25,8 +25,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::e2e::build_and_bundle;
-use crate::testbed::{Testbed, TestbedOptions, skip_reason};
+use crate::testbed::{Testbed, skip_reason};
 
 /// Seeds run when `AIRLOCK_FAULT_SEEDS` is not set.
 const DEFAULT_SEEDS: u64 = 30;
@@ -291,13 +290,7 @@ fn installs_survive_random_faults_and_resume_without_resending() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let bundle = build_and_bundle(work.path());
-    let tb = Testbed::up(TestbedOptions {
-        hosts: HOSTS,
-        containerd: true,
-        ..TestbedOptions::default()
-    })
-    .expect("testbed up");
+    let (bundle, tb) = crate::e2e::bundle_and_hosts(work.path(), HOSTS);
     let cf = clusterfile(work.path(), &tb);
     let operator = work.path().join("operator");
 

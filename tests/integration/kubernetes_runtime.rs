@@ -12,8 +12,9 @@
 //! token never on a command line; a re-run runs nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use crate::lifecycle::{ok, text};
 use crate::testbed::{Testbed, TestbedOptions, skip_reason};
 
 fn repo() -> PathBuf {
@@ -24,20 +25,6 @@ fn airlock(root: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
     cmd.env("AIRLOCK_ROOT", root).env("NO_COLOR", "1");
     cmd
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output, what: &str) -> String {
-    let t = text(&out);
-    assert!(out.status.success(), "{what} failed ({}):\n{t}", out.status);
-    t
 }
 
 fn host_text(tb: &Testbed, host: usize, argv: &[&str]) -> String {

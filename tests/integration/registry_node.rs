@@ -6,14 +6,14 @@
 //! basic auth. A re-run sends nothing again; reset removes the mirror files.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock::registry::tls;
 
-use crate::e2e::build_and_bundle;
+use crate::lifecycle::{ok, text};
 use crate::support::{free_port, require};
-use crate::testbed::{Testbed, TestbedOptions, skip_reason};
+use crate::testbed::{Testbed, skip_reason};
 
 const APP: &str = "docker.io/airlockdemo/hello:1.0";
 
@@ -61,14 +61,6 @@ fn start_registry(dir: &Path, addr: &str, cert: &Path, key: &Path, htpasswd: &Pa
     registry
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn install(bundle: &Path, clusterfile: &Path, operator: &Path) -> String {
     let out = Command::new(bundle)
         .args(["install", "-f"])
@@ -95,13 +87,7 @@ fn external_registry_gets_the_image_set_and_nodes_pull_through_it_over_tls_with_
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let bundle = build_and_bundle(work.path());
-    let tb = Testbed::up(TestbedOptions {
-        hosts: 2,
-        containerd: true,
-        ..TestbedOptions::default()
-    })
-    .expect("testbed up");
+    let (bundle, tb) = crate::e2e::bundle_and_hosts(work.path(), 2);
 
     // The customer's registry: its own CA, TLS on the testbed bridge, htpasswd.
     let reg_dir = work.path().join("external");
@@ -239,10 +225,6 @@ pub(crate) fn anonymous_status(tb: &Testbed, host: usize, ca: &str, url: &str) -
     )
 }
 
-fn ok(out: Output, what: &str) {
-    assert!(out.status.success(), "{what} failed:\n{}", text(&out));
-}
-
 #[test]
 fn ha_registry_runs_on_every_master_and_workers_fall_over_when_the_first_is_down() {
     if let Some(why) = skip_reason() {
@@ -250,13 +232,7 @@ fn ha_registry_runs_on_every_master_and_workers_fall_over_when_the_first_is_down
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let bundle = build_and_bundle(work.path());
-    let tb = Testbed::up(TestbedOptions {
-        hosts: 3,
-        containerd: true,
-        ..TestbedOptions::default()
-    })
-    .expect("testbed up");
+    let (bundle, tb) = crate::e2e::bundle_and_hosts(work.path(), 3);
     let cf = work.path().join("Clusterfile");
     std::fs::write(
         &cf,

@@ -492,13 +492,7 @@ fn wizard_installs_a_real_bundle_on_three_testbed_hosts() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let bundle = crate::e2e::build_and_bundle(work.path());
-    let tb = crate::testbed::Testbed::up(crate::testbed::TestbedOptions {
-        hosts: 3,
-        containerd: true,
-        ..Default::default()
-    })
-    .expect("testbed up");
+    let (bundle, tb) = crate::e2e::bundle_and_hosts(work.path(), 3);
     let tmux = Tmux {
         socket: format!("airlock-wizard-real-{}", std::process::id()),
     };
