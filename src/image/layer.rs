@@ -10,7 +10,8 @@
 //!    are the same on every machine.
 //! 3. Each tar is hashed as it is written (the diff id) and the compressed stream is
 //!    hashed into the store (the layer digest); the raw layer's tar is its blob, so it
-//!    is hashed once. The two layers are written at once on two threads, and each
+//!    is hashed once. Hashing runs on threads of its own
+//!    ([`HashingWriter::offloaded`]), beside the tar writer and zstd's workers. The two layers are written at once on two threads, and each
 //!    source file is read once, in 1 MiB reads. No per-file digest is taken: the build
 //!    cache keys a step on its files' stamps and on the diff ids written
 //!    ([`crate::image::build`]).
@@ -143,7 +144,7 @@ fn write_compressed(
     removed: &[String],
     threads: u32,
 ) -> Result<BuiltLayer, LayerError> {
-    let blob = store.blob_writer()?;
+    let blob = store.large_blob_writer()?;
     let mut encoder =
         zstd::stream::write::Encoder::new(blob, ZSTD_LEVEL).map_err(io_at(store.root()))?;
     encoder
@@ -151,7 +152,7 @@ fn write_compressed(
         .map_err(io_at(store.root()))?;
     let mut tar = tar::Builder::new(io::BufWriter::with_capacity(
         COPY_BUFFER,
-        HashingWriter::new(encoder),
+        HashingWriter::offloaded(encoder),
     ));
     append_tree(&mut tar, tree, removed)?;
     let hashing = tar
@@ -169,7 +170,7 @@ fn write_compressed(
 }
 
 fn write_raw(store: &Store, tree: &Tree) -> Result<BuiltLayer, LayerError> {
-    let blob = store.blob_writer()?;
+    let blob = store.large_blob_writer()?;
     let mut tar = tar::Builder::new(io::BufWriter::with_capacity(COPY_BUFFER, blob));
     append_tree(&mut tar, tree, &[])?;
     let blob = tar

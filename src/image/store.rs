@@ -148,6 +148,16 @@ impl Store {
         })
     }
 
+    /// [`Store::blob_writer`] for blobs of hundreds of MiB (layers being built): the
+    /// digest is taken on a second thread ([`HashingWriter::offloaded`]).
+    pub fn large_blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        let tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            inner: HashingWriter::offloaded(io::BufWriter::with_capacity(1 << 20, tmp)),
+        })
+    }
+
     /// Store `bytes`, returning their digest.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
         let digest = Digest::of(bytes);
