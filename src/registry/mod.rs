@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod client;
 pub mod error;
 pub mod htpasswd;
+mod mapped;
 pub mod server;
 pub mod tls;
 mod upload;

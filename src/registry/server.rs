@@ -12,10 +12,10 @@
 //!    names of container images, `?ns=` selecting the domain); by digest, any
 //!    manifest the source holds is served. Bytes are served exactly as stored.
 //! 4. Blobs stream from their file region (offset + size), honouring `Range`: the
-//!    file is opened with the lookup (one blocking hop), then a blocking task reads
-//!    it in [`CHUNK_SIZE`] positioned reads, each straight into the chunk handed to
-//!    the connection (one copy in user space), at most [`CHUNKS_AHEAD`] chunks ahead
-//!    of the client. Nothing is loaded whole; manifest GETs never wait on blob reads.
+//!    file is opened with the lookup (one blocking hop), then a blocking task maps
+//!    it in [`CHUNK_SIZE`] windows handed to the connection as they are (each byte
+//!    is copied once, into the socket), at most [`CHUNKS_AHEAD`] windows ahead of the
+//!    client. Nothing is loaded whole; manifest GETs never wait on blob reads.
 //! 5. Uploads (when a push store is configured) are handled in [`super::upload`].
 //! 6. Errors become the OCI error JSON in one place ([`ApiError`]).
 
@@ -48,7 +48,7 @@ use crate::spec::reference::is_valid_repository;
 pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 /// Header every distribution response carries.
 const API_VERSION: &str = "docker-distribution-api-version";
-/// Size of the chunks blobs are streamed in (one `pread` each).
+/// Size of the windows blobs are streamed in (one memory map each).
 const CHUNK_SIZE: usize = 512 * 1024;
 /// Chunks a blob's reader may be ahead of its connection.
 const CHUNKS_AHEAD: usize = 4;
@@ -537,31 +537,29 @@ async fn get_blob(
     Ok((status, headers, body).into_response())
 }
 
-/// A body streaming `length` bytes of `file` from `at`: a blocking task reads
-/// [`CHUNK_SIZE`] at a time with positioned reads, each into the chunk it sends, and
-/// waits while [`CHUNKS_AHEAD`] chunks are queued. A client that goes away closes
-/// the channel, which stops the reader.
+/// A body streaming `length` bytes of `file` from `at`: a blocking task maps the
+/// region [`CHUNK_SIZE`] at a time ([`super::mapped`]) and hands each window to the
+/// connection, which copies it once into the socket; it waits while [`CHUNKS_AHEAD`]
+/// windows are queued. A client that goes away closes the channel, which stops it.
 fn stream_region(file: std::fs::File, at: u64, length: u64) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHUNKS_AHEAD);
     tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt as _;
-        let mut offset = at;
-        let end = at + length;
-        while offset < end {
-            let want = usize::try_from((end - offset).min(CHUNK_SIZE as u64)).unwrap_or(CHUNK_SIZE);
-            let mut chunk = vec![0u8; want];
-            let read = match file.read_exact_at(&mut chunk, offset) {
-                Ok(()) => Ok(bytes::Bytes::from(chunk)),
-                Err(e) => {
-                    tracing::warn!("registry: reading blob failed: {e}");
-                    Err(e)
-                }
-            };
-            let failed = read.is_err();
-            if tx.blocking_send(read).is_err() || failed {
+        let mut region = match super::mapped::Region::open(file, at, length) {
+            Ok(region) => region,
+            Err(e) => {
+                tracing::warn!("registry: reading blob failed: {e}");
+                let _ = tx.blocking_send(Err(e));
                 return;
             }
-            offset += want as u64;
+        };
+        while let Some(window) = region.map(CHUNK_SIZE) {
+            if let Err(e) = &window {
+                tracing::warn!("registry: reading blob failed: {e}");
+            }
+            let failed = window.is_err();
+            if tx.blocking_send(window).is_err() || failed {
+                return;
+            }
         }
     });
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
