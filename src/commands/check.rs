@@ -144,18 +144,7 @@ async fn pre(
             match f.status {
                 Status::Pass => {}
                 Status::Skipped => {}
-                Status::Fail | Status::Warn => printer.result(format!(
-                    "{} {} {:?}: {}{}",
-                    f.host,
-                    f.check.as_str(),
-                    f.status,
-                    f.message,
-                    if f.fix.is_empty() {
-                        String::new()
-                    } else {
-                        format!("\n    fix: {}", f.fix)
-                    }
-                )),
+                Status::Fail | Status::Warn => printer.result(f.line()),
             }
         }
     }

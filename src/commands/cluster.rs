@@ -23,7 +23,7 @@ use anyhow::Context as _;
 
 use super::bad_input;
 use super::progress::{EngineArgs, Progress, Tee};
-use super::run::{LineReporter, connect_all, log_file, preflight};
+use super::run::{LineReporter, connect_all, host_checks, log_file, preflight};
 use crate::image::BlobSource;
 use crate::install::journal::{self, Journal, Outcome};
 use crate::install::limits::{self, Limits};
@@ -31,6 +31,7 @@ use crate::install::registry_node::{self, RegistryAccess};
 use crate::install::{
     Event, ImagePlan, Install, Phase, PlannedStep, Reporter, StepId, StepState, write_file,
 };
+use crate::preflight::{CheckId, Requirements};
 use crate::printer::Printer;
 use crate::remote::{Remote, RemoteCommand, UploadSource};
 use crate::runtime::kubernetes::runtime::{ImageInputs, KubernetesRuntime};
@@ -192,6 +193,7 @@ pub(crate) async fn converge_image(
     artifacts_only: bool,
 ) -> anyhow::Result<ImagePlan> {
     let limits = Limits::from_spec(&spec, &engine.overrides()?);
+    let ignore = engine.ignored_checks()?;
     for step in limits.timeouts.keys() {
         if !limits::is_step_name(step) {
             return Err(bad_input(format!(
@@ -214,6 +216,7 @@ pub(crate) async fn converge_image(
         from,
         yes,
         limits,
+        &ignore,
         &progress,
         settings,
         printer,
@@ -236,6 +239,7 @@ async fn converge_with(
     from: ImageSource,
     yes: bool,
     limits: Limits,
+    ignore: &BTreeSet<CheckId>,
     progress: &Progress,
     settings: &Settings,
     printer: Printer,
@@ -283,6 +287,15 @@ async fn converge_with(
     everyone.hosts.extend(leaving.iter().cloned());
     let remotes = connect_all(&everyone, settings, printer).await?;
     preflight(&spec, &remotes).await?;
+    host_checks(
+        &spec,
+        &remotes,
+        &Requirements::for_image(&plan.config, plan.payload_bytes()),
+        ignore,
+        &dir,
+        printer,
+    )
+    .await?;
     let mut what = format!("install {} onto {} hosts", from.image, spec.hosts.len());
     if !leaving.is_empty() {
         what.push_str(&format!(

@@ -9,6 +9,7 @@
 //!    the error and the command that resumes ([`resume_command`]); the error returned
 //!    to `main` carries the resume command too.
 
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,6 +17,7 @@ use std::time::Instant;
 use super::OutputArgs;
 use crate::install::limits::Overrides;
 use crate::install::{Event, Finish, Reporter};
+use crate::preflight::CheckId;
 use crate::printer::Printer;
 
 /// Flags of the verbs that change hosts.
@@ -28,6 +30,10 @@ pub struct EngineArgs {
     /// How many hosts are worked on at once (default 32, or spec.maxParallel).
     #[arg(long = "max-parallel", value_name = "N")]
     pub max_parallel: Option<usize>,
+    /// Go on although these preflight checks fail: CHECK[,CHECK...] or all (see
+    /// `docs/preflight.md`; reach, auth and sudo cannot be ignored).
+    #[arg(long = "ignore-preflight-errors", value_name = "CHECKS")]
+    pub ignore_preflight_errors: Vec<String>,
     /// Output format: text for people (on stderr), or json: one event per line on stdout.
     #[command(flatten)]
     pub format: OutputArgs,
@@ -46,6 +52,18 @@ impl EngineArgs {
         o.parse_step_timeouts(&self.step_timeout)
             .map_err(super::bad_input)?;
         Ok(o)
+    }
+
+    /// The preflight checks `--ignore-preflight-errors` names (bad names exit 2).
+    pub fn ignored_checks(&self) -> anyhow::Result<BTreeSet<CheckId>> {
+        let mut out = BTreeSet::new();
+        for text in &self.ignore_preflight_errors {
+            out.extend(
+                CheckId::parse_list(text)
+                    .map_err(|e| super::bad_input(format!("--ignore-preflight-errors: {e}")))?,
+            );
+        }
+        Ok(out)
     }
 }
 

@@ -148,6 +148,77 @@ pub(crate) async fn preflight(
     }
 }
 
+/// Every preflight check ([`crate::preflight::run`]) on every host of `spec`, before
+/// anything changes: warnings and failures are printed, the report is kept as
+/// `preflight.json` in the cluster's directory (the support bundle's copy), and any
+/// failure not in `ignore` stops the command with nothing changed.
+pub(crate) async fn host_checks(
+    spec: &ClusterSpec,
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    req: &crate::preflight::Requirements,
+    ignore: &std::collections::BTreeSet<crate::preflight::CheckId>,
+    cluster_dir: &Path,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    use crate::preflight::Status;
+    let targets: crate::preflight::Targets = remotes
+        .iter()
+        .map(|(ip, remote)| (*ip, Ok(remote.clone())))
+        .collect();
+    let report = crate::preflight::run(spec, req, &targets, ignore, &|_| {}).await;
+    fs_err::create_dir_all(cluster_dir)?;
+    crate::install::journal::write_atomic(
+        &cluster_dir.join("preflight.json"),
+        &crate::image::store::to_json(&report),
+    )?;
+    // On stderr, as every other progress line (stdout may be `-o json` events); checks
+    // skipped because the image does not need them are not news.
+    let mut failed = 0;
+    for f in &report.findings {
+        match f.status {
+            Status::Fail => {
+                failed += 1;
+                printer.status(f.line());
+            }
+            Status::Warn => printer.status(f.line()),
+            Status::Skipped if ignore.contains(&f.check) => printer.status(f.line()),
+            Status::Skipped | Status::Pass => {}
+        }
+    }
+    if failed > 0 {
+        let mut ids: Vec<&str> = report
+            .findings
+            .iter()
+            .filter(|f| f.status == Status::Fail && f.check.can_skip())
+            .map(|f| f.check.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        anyhow::bail!(
+            "preflight: {failed} check(s) failed (above); nothing was changed. Fix them and run again{}",
+            if ids.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", or go on anyway with --ignore-preflight-errors={}",
+                    ids.join(",")
+                )
+            }
+        );
+    }
+    printer.status(format!(
+        "preflight: {} hosts passed{}",
+        spec.hosts.len(),
+        if ignore.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = ignore.iter().map(|id| id.as_str()).collect();
+            format!(" (ignored: {})", names.join(", "))
+        }
+    ));
+    Ok(())
+}
+
 pub(crate) fn log_file(settings: &Settings, cluster: &str) -> anyhow::Result<PathBuf> {
     let dir = settings.root.join("clusters").join(cluster).join("logs");
     fs_err::create_dir_all(&dir)?;

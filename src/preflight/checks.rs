@@ -450,11 +450,16 @@ pub fn judge_host(
             "v1 (legacy)",
             "prefer cgroup v2: boot with systemd.unified_cgroup_hierarchy=1",
         ),
+        // kubelet cannot run without one; other runtimes only need it for containers.
         other => j.push(
             CheckId::Cgroup,
-            Status::Fail,
+            if req.kubernetes {
+                Status::Fail
+            } else {
+                Status::Warn
+            },
             format!("no cgroup filesystem ({})", other.unwrap_or("none")),
-            "mount cgroup2 on /sys/fs/cgroup".to_string(),
+            "mount cgroup2 on /sys/fs/cgroup (containers need it)".to_string(),
         ),
     }
 

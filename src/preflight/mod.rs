@@ -144,6 +144,39 @@ impl CheckId {
     }
 }
 
+impl CheckId {
+    /// The checks named in `text` (`ID[,ID...]`, or `all`) that the user may skip.
+    /// Unknown ids and the three that cannot be skipped are refused, naming them.
+    pub fn parse_list(text: &str) -> Result<BTreeSet<CheckId>, String> {
+        let skippable = || CHECKS.iter().map(|c| c.id).filter(|id| id.can_skip());
+        let mut out = BTreeSet::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            if word.eq_ignore_ascii_case("all") {
+                out.extend(skippable());
+                continue;
+            }
+            let id = CHECKS
+                .iter()
+                .map(|c| c.id)
+                .find(|id| id.as_str().eq_ignore_ascii_case(word))
+                .ok_or_else(|| {
+                    let known: Vec<&str> = skippable().map(CheckId::as_str).collect();
+                    format!(
+                        "unknown check {word:?}; use `all` or some of: {}",
+                        known.join(", ")
+                    )
+                })?;
+            if !id.can_skip() {
+                return Err(format!(
+                    "check {word:?} cannot be ignored: without an SSH session as root nothing else can run"
+                ));
+            }
+            out.insert(id);
+        }
+        Ok(out)
+    }
+}
+
 impl fmt::Display for CheckId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -198,6 +231,24 @@ pub struct Finding {
     pub message: String,
     /// What to do about it (empty when it passed).
     pub fix: String,
+}
+
+impl Finding {
+    /// One line for a terminal: `HOST CHECK fail: MESSAGE`, and the fix indented on a
+    /// second line when there is one.
+    pub fn line(&self) -> String {
+        let status = match self.status {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::Warn => "warn",
+            Status::Skipped => "skipped",
+        };
+        let mut line = format!("{} {} {status}: {}", self.host, self.check, self.message);
+        if !self.fix.is_empty() {
+            line.push_str(&format!("\n    fix: {}", self.fix));
+        }
+        line
+    }
 }
 
 /// What the image needs of the hosts (from its metadata, or defaults).

@@ -695,3 +695,35 @@ async fn the_facts_script_reports_every_fact_the_judges_read() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_missing_cgroup_filesystem_stops_kubernetes_only() {
+    let facts = with(&["cgroup_fs="]);
+    let kube = judge(&facts, &Requirements::default());
+    assert_eq!(kube[&CheckId::Cgroup].status, Status::Fail);
+    let generic = Requirements {
+        kubernetes: false,
+        ..Requirements::default()
+    };
+    let found = judge(&facts, &generic);
+    assert_eq!(found[&CheckId::Cgroup].status, Status::Warn);
+    assert!(found[&CheckId::Cgroup].fix.contains("cgroup2"));
+}
+
+#[test]
+fn ignore_lists_name_skippable_checks_or_all() {
+    let two = CheckId::parse_list("memory, Swap").unwrap();
+    assert_eq!(
+        two.into_iter().collect::<Vec<_>>(),
+        [CheckId::Memory, CheckId::Swap]
+    );
+    let all = CheckId::parse_list("all").unwrap();
+    assert!(all.contains(&CheckId::Peers) && !all.contains(&CheckId::Sudo));
+    let unknown = CheckId::parse_list("memroy").unwrap_err();
+    assert!(
+        unknown.contains("\"memroy\"") && unknown.contains("memory"),
+        "{unknown}"
+    );
+    let fixed = CheckId::parse_list("auth").unwrap_err();
+    assert!(fixed.contains("cannot be ignored"), "{fixed}");
+}

@@ -23,6 +23,8 @@ mod launch_apps;
 #[cfg(test)]
 mod lifecycle;
 #[cfg(test)]
+mod preflight_gate;
+#[cfg(test)]
 mod registry;
 #[cfg(test)]
 mod registry_node;
