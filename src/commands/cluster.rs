@@ -7,7 +7,9 @@
 //!    `passwdFile` still work).
 //! 2. `converge` installs the image onto every host of the Clusterfile (finished steps
 //!    are skipped on hosts), first cleaning the hosts the journal has but the file no
-//!    longer lists (scale down), and running the scale-up plugins on hosts it adds.
+//!    longer lists (scale down), and running the scale-up plugins on hosts it adds. On
+//!    a Kubernetes cluster, running masters get a PKI re-issued for new masters before
+//!    those join, and workers' load balancers every master after the joins.
 //! 3. `clean` runs `installer/reset.sh` on hosts (the runtime's uninstall, then
 //!    everything airlock put there).
 //! 4. The journal and the Clusterfile are saved on the operator, atomically, after every
@@ -34,6 +36,7 @@ use crate::install::{
 use crate::printer::Printer;
 use crate::remote::{Remote, RemoteCommand, UploadSource};
 use crate::runtime::kubernetes::runtime::{ImageInputs, KubernetesRuntime};
+use crate::runtime::kubernetes::scale::sync_lb_backends;
 use crate::settings::Settings;
 use crate::spec::clusterfile::{ClusterSpec, Clusterfile, Host};
 use crate::spec::reference::Reference;
@@ -243,10 +246,13 @@ async fn converge_with(
 ) -> anyhow::Result<(String, ImagePlan)> {
     let mut plan = ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
     let dir = journal::cluster_dir(&settings.root, &spec.name);
+    let mut kubernetes = None;
     if artifacts_only {
         plan.runtime = Arc::new(crate::install::runtime::GenericRuntime::default());
     } else if let Some(rt) = kubernetes_runtime(&cf.kubeadm, &spec, &plan, &dir)? {
-        plan.runtime = Arc::new(rt);
+        let rt = Arc::new(rt);
+        plan.runtime = rt.clone();
+        kubernetes = Some(rt);
     }
     let previous = Journal::load(&dir)?;
     let listed: BTreeSet<IpAddr> = spec.hosts.iter().map(|h| h.ip).collect();
@@ -350,6 +356,13 @@ async fn converge_with(
         .filter(|(ip, _)| listed.contains(ip))
         .collect();
     let registry_access = registry_access(&spec, settings, &remotes).await?;
+    if let Some(rt) = &kubernetes {
+        // Masters join a running cluster: the running ones serve the re-issued PKI first.
+        let report = |ip: IpAddr, line: String| printer.status(format!("{ip}| {line}"));
+        rt.renew_running_masters(&remotes, &report)
+            .await
+            .context("bringing the running masters' certificates up to date")?;
+    }
     let install = Install {
         spec,
         plan,
@@ -363,6 +376,7 @@ async fn converge_with(
         skip: BTreeSet::new(),
     };
     install.run().await?;
+    rewrite_lb_backends(&dir, &install.spec, &install.remotes, printer).await?;
     let mut j = journal_reporter
         .journal
         .lock()
@@ -500,7 +514,8 @@ pub(crate) async fn workers_leaving(
 }
 
 /// On a Kubernetes cluster (one with a PKI under `<cluster dir>/kubernetes/`), point
-/// every worker's load balancer at the masters of `spec` (after masters left).
+/// every worker's load balancer at the masters of `spec` (after masters joined or
+/// left); a worker whose backends already list them is left alone.
 pub(crate) async fn rewrite_lb_backends(
     dir: &Path,
     spec: &ClusterSpec,
@@ -511,14 +526,16 @@ pub(crate) async fn rewrite_lb_backends(
         return Ok(());
     }
     let masters = spec.master_ips();
-    let file = crate::runtime::kubernetes::runtime::lb_backends_file(&spec.data_root, &masters);
     for host in spec.hosts.iter().filter(|h| !h.is_master()) {
         let remote = remotes
             .get(&host.ip)
             .with_context(|| format!("{}: not connected", host.ip))?;
-        write_file(remote.as_ref(), &file.path, &file.bytes, file.mode)
+        let written = sync_lb_backends(remote.as_ref(), &spec.data_root, &masters)
             .await
             .with_context(|| format!("{}: rewriting the load balancer's backends", host.ip))?;
+        if !written {
+            continue;
+        }
         printer.status(format!(
             "{}: load balancer backends: {}",
             host.ip,

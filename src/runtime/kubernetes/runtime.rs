@@ -22,9 +22,11 @@
 //!    (`kube.sh ready`).
 //! 5. `airlock check --post` and `airlock reset`/`delete` run `check.sh` and
 //!    `uninstall.sh` from the staging directory (recorded by the engine).
-//! 6. Afterwards, [`renew_pki`] re-issues the PKI from its CAs (`airlock cert renew`),
-//!    [`master_files`] and [`kube_sh_file`] stage it on masters, and
-//!    [`lb_backends_file`] rewrites the workers' backends when masters leave.
+//! 6. Afterwards, [`renew_pki`] re-issues the PKI from its CAs (`airlock cert renew`,
+//!    and [`KubernetesRuntime::prepare`] when a master is not in it yet: adding
+//!    masters), [`master_files`] and [`kube_sh_file`] stage it on masters, and
+//!    [`lb_backends_file`] rewrites the workers' backends when masters join or leave
+//!    ([`super::scale`] keeps running hosts current).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -71,15 +73,28 @@ pub enum KubernetesError {
         "image {0}: no Kubernetes version (set KUBEVERSION or LABEL io.airlock.runtime-version in its Kubefile)"
     )]
     NoVersion(String),
-    /// A master is not in the PKI made when the cluster was created.
+    /// The Clusterfile lists another master first than the one the cluster was
+    /// created on (the first master runs `kubeadm init` and keeps the registry).
     #[error(
-        "master {ip} is not in the cluster's PKI ({dir}): adding masters to a running cluster is not supported yet; add it as a node, or re-create the cluster"
+        "master {listed} is listed first, but the cluster's PKI ({dir}) was made with {created} as the first master: list {created} first under spec.hosts (new masters can come after it)"
     )]
-    NewMaster {
-        /// The master.
-        ip: IpAddr,
+    FirstMasterChanged {
+        /// The master listed first.
+        listed: IpAddr,
+        /// The node name of the first master the PKI was made with.
+        created: String,
         /// The PKI's directory.
         dir: PathBuf,
+    },
+    /// A command on a host failed while its Kubernetes files were brought up to date.
+    #[error("{host}: {doing}: {source} (run the same command again)")]
+    Remote {
+        /// The host.
+        host: IpAddr,
+        /// What was being done.
+        doing: &'static str,
+        /// The failure.
+        source: crate::remote::RemoteError,
     },
     /// A certificate does not parse.
     #[error("{path}: {message}")]
@@ -93,12 +108,15 @@ pub enum KubernetesError {
 
 /// The Kubernetes runtime of one cluster, ready to give each host its files and commands.
 pub struct KubernetesRuntime {
-    data_root: String,
-    first: IpAddr,
-    masters: Vec<IpAddr>,
+    pub(super) data_root: String,
+    pub(super) first: IpAddr,
+    pub(super) masters: Vec<IpAddr>,
     config: KubeadmConfig,
     /// The PKI by relative path (`pki/ca.crt`, `nodes/<name>/kubelet.conf`).
-    pki: BTreeMap<String, (String, bool)>,
+    pub(super) pki: BTreeMap<String, (String, bool)>,
+    /// How long `kube.sh renew` keeps the static pods aside, in seconds (env
+    /// `KubeRestartWait`).
+    pub(super) restart_wait: String,
     token: Secret,
     ca_cert_hash: String,
     containerd: String,
@@ -132,7 +150,10 @@ pub struct ImageInputs<'a> {
 
 impl KubernetesRuntime {
     /// Merge the kubeadm configuration and load (or make, the first time) the PKI and
-    /// the bootstrap token under `state_dir`.
+    /// the bootstrap token under `state_dir`. When a master is not in the PKI (masters
+    /// added to a running cluster), the PKI is re-issued from its CAs for every master
+    /// ([`renew_pki`]); the running masters get it through
+    /// [`KubernetesRuntime::renew_running_masters`].
     pub fn prepare(
         spec: &ClusterSpec,
         image: ImageInputs<'_>,
@@ -157,15 +178,19 @@ impl KubernetesRuntime {
             .find_map(|p| image.files.plugin_docs.get(*p))
             .map(String::as_str);
         let config = KubeadmConfig::merge(&inputs, image_doc, clusterfile_kubeadm)?;
-        let pki = load_or_make_pki(state_dir, &config, &masters, version, now)?;
-        for ip in &masters {
-            let first = masters.first() == Some(ip);
-            if !first && !pki.contains_key(&format!("nodes/{ip}/pki/etcd/server.crt")) {
-                return Err(KubernetesError::NewMaster {
-                    ip: *ip,
-                    dir: state_dir.to_path_buf(),
-                });
-            }
+        let mut pki = load_or_make_pki(state_dir, &config, &masters, version, now)?;
+        let first = spec.first_master().ip;
+        if let Some(created) = pki_first_master(&pki)
+            && created != node_name(first)
+        {
+            return Err(KubernetesError::FirstMasterChanged {
+                listed: first,
+                created,
+                dir: state_dir.to_path_buf(),
+            });
+        }
+        if !missing_masters(&pki, &masters).is_empty() {
+            pki = renew_pki(state_dir, &masters, &[], now)?;
         }
         let token = load_or_make_token(state_dir)?;
         let ca = pki.get("pki/ca.crt").map(|(c, _)| c.as_str()).unwrap_or("");
@@ -187,7 +212,8 @@ impl KubernetesRuntime {
             .unwrap_or(DEFAULT_READY_WAIT);
         Ok(Self {
             data_root: spec.data_root.clone(),
-            first: spec.first_master().ip,
+            first,
+            restart_wait: restart_wait(spec),
             containerd: kubeadm::containerd_config(&kubeadm::pause_image(&registry, version)),
             marks: marks(spec),
             masters,
@@ -200,7 +226,7 @@ impl KubernetesRuntime {
         })
     }
 
-    fn stage(&self) -> String {
+    pub(super) fn stage(&self) -> String {
         format!("{}/cluster/kubernetes", self.data_root)
     }
 
@@ -351,6 +377,17 @@ impl Runtime for KubernetesRuntime {
             out.push(lb_backends_file(&self.data_root, &self.masters));
         }
         out
+    }
+
+    /// The PKI (renewed on running masters by `kube.sh renew`), the workers'
+    /// `lb-backends` (rewritten when masters join or leave) and the kubeadm file
+    /// (its certSANs list every master; kubeadm reads it only to init or join, which
+    /// a node that runs does not do again).
+    fn keeps_current(&self, file: &RuntimeFile) -> bool {
+        let stage = self.stage();
+        file.path.strip_prefix(stage.as_str()).is_some_and(|rel| {
+            rel.starts_with("/etc/") || rel == "/lb-backends" || rel == "/kubeadm.yaml"
+        })
     }
 
     fn before_join(&self, _host: &Host, rootfs: &str) -> Option<RemoteCommand> {
@@ -539,6 +576,36 @@ fn pki_options(masters: &[IpAddr], stored: &StoredPkiOptions) -> PkiOptions {
 /// The Kubernetes node name of a host: airlock names nodes after their address.
 pub fn node_name(ip: IpAddr) -> String {
     ip.to_string()
+}
+
+/// How long `kube.sh renew` keeps the static pods aside: the cluster env's
+/// `KubeRestartWait`, 20 seconds by default.
+pub fn restart_wait(spec: &ClusterSpec) -> String {
+    spec.env
+        .get("KubeRestartWait")
+        .cloned()
+        .unwrap_or_else(|| "20".to_string())
+}
+
+/// The masters that have no files of their own in `pki` yet (`nodes/<name>/`).
+pub fn missing_masters(pki: &BTreeMap<String, (String, bool)>, masters: &[IpAddr]) -> Vec<IpAddr> {
+    masters
+        .iter()
+        .filter(|ip| !pki.contains_key(&format!("nodes/{}/pki/etcd/server.crt", node_name(**ip))))
+        .copied()
+        .collect()
+}
+
+/// The node name of the master `pki` was made with first: the one whose etcd
+/// serving certificate is also the layout's own (`pki/etcd/server.crt`).
+fn pki_first_master(pki: &BTreeMap<String, (String, bool)>) -> Option<String> {
+    let top = pki.get("pki/etcd/server.crt")?;
+    pki.iter().find_map(|(path, file)| {
+        let name = path
+            .strip_prefix("nodes/")?
+            .strip_suffix("/pki/etcd/server.crt")?;
+        (file == top).then(|| name.to_string())
+    })
 }
 
 /// `label NODE K=V` and `taint NODE T` lines for every host's labels and taints.
