@@ -752,14 +752,20 @@ pub fn ca_public_key_hash(ca_pem: &str) -> Result<String, KubernetesError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::spec::clusterfile::Clusterfile;
 
-    const CF: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata:\n  name: k\nspec:\n  image: k:v1\n  ssh: { passwd: x }\n  env: [ SvcCIDR=10.200.0.0/16 ]\n  hosts:\n    - ips: [ 198.18.0.2, 198.18.0.3 ]\n      roles: [ master ]\n    - ips: [ 198.18.0.4 ]\n      roles: [ node ]\n      labels: { disk: ssd }\n      taints: [ \"gpu=yes:NoSchedule\" ]\n";
-
-    fn prepare(dir: &Path) -> (ClusterSpec, KubernetesRuntime) {
-        let cf = Clusterfile::parse("Clusterfile", CF).unwrap();
+    /// A cluster with these masters (`198.18.0.2, 198.18.0.3`) and the worker
+    /// 198.18.0.4, prepared with its state under `dir`.
+    pub(in super::super) fn prepare_with(
+        dir: &Path,
+        masters: &str,
+    ) -> Result<(ClusterSpec, KubernetesRuntime), KubernetesError> {
+        let text = format!(
+            "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata:\n  name: k\nspec:\n  image: k:v1\n  ssh: {{ passwd: x }}\n  env: [ SvcCIDR=10.200.0.0/16, KubeRestartWait=0 ]\n  hosts:\n    - ips: [ {masters} ]\n      roles: [ master ]\n    - ips: [ 198.18.0.4 ]\n      roles: [ node ]\n      labels: {{ disk: ssd }}\n      taints: [ \"gpu=yes:NoSchedule\" ]\n"
+        );
+        let cf = Clusterfile::parse("Clusterfile", &text).unwrap();
         let spec = cf.resolve(&|_| None).unwrap();
         let files = ImageFiles::default();
         let rt = KubernetesRuntime::prepare(
@@ -773,9 +779,114 @@ mod tests {
             &[],
             dir,
             OffsetDateTime::now_utc(),
-        )
-        .unwrap();
-        (spec, rt)
+        )?;
+        Ok((spec, rt))
+    }
+
+    fn prepare(dir: &Path) -> (ClusterSpec, KubernetesRuntime) {
+        prepare_with(dir, "198.18.0.2, 198.18.0.3").unwrap()
+    }
+
+    /// The IP addresses among the SANs of a PEM certificate.
+    fn san_ips(pem: &str) -> Vec<IpAddr> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                    4 => Some(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap())),
+                    16 => Some(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adding_a_master_reissues_the_pki_from_the_same_cas() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, one) = prepare_with(dir.path(), "198.18.0.2").unwrap();
+        let m2: IpAddr = "198.18.0.3".parse().unwrap();
+        assert!(!san_ips(&one.pki["pki/apiserver.crt"].0).contains(&m2));
+        assert_eq!(missing_masters(&one.pki, &[one.first, m2]), vec![m2]);
+        let (spec, two) = prepare_with(dir.path(), "198.18.0.2, 198.18.0.3").unwrap();
+        for kept in [
+            "pki/ca.crt",
+            "pki/ca.key",
+            "pki/front-proxy-ca.key",
+            "pki/etcd/ca.crt",
+            "pki/etcd/ca.key",
+            "pki/sa.key",
+            "pki/sa.pub",
+        ] {
+            assert_eq!(two.pki[kept], one.pki[kept], "{kept}");
+        }
+        // The new master has its own etcd certificates and kubeconfigs; the API
+        // server certificate names both masters; the first master is still first.
+        assert!(missing_masters(&two.pki, &spec.master_ips()).is_empty());
+        for own in ["pki/etcd/server.crt", "pki/etcd/peer.key", "kubelet.conf"] {
+            assert!(
+                two.pki.contains_key(&format!("nodes/198.18.0.3/{own}")),
+                "{own}"
+            );
+        }
+        let ips = san_ips(&two.pki["pki/apiserver.crt"].0);
+        assert!(ips.contains(&m2) && ips.contains(&two.first), "{ips:?}");
+        assert_eq!(pki_first_master(&two.pki).as_deref(), Some("198.18.0.2"));
+        assert_eq!(
+            san_ips(&two.pki["nodes/198.18.0.3/pki/etcd/server.crt"].0)[0],
+            m2
+        );
+        // The old files are kept aside; the next run re-issues nothing.
+        let aside = fs_err::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".old"))
+            .count();
+        assert_eq!(aside, 1);
+        let (_, again) = prepare_with(dir.path(), "198.18.0.2, 198.18.0.3").unwrap();
+        assert_eq!(again.pki, two.pki);
+        // Another master listed first is refused, naming the one to list first.
+        let err = prepare_with(dir.path(), "198.18.0.9, 198.18.0.2")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("198.18.0.9 is listed first") && err.contains("list 198.18.0.2 first"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_files_kept_current_stay_out_of_step_fingerprints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, rt) = prepare(dir.path());
+        let kept = |action, host| -> Vec<String> {
+            let files = rt.files(action, host);
+            paths(
+                &files
+                    .into_iter()
+                    .filter(|f| rt.keeps_current(f))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let first = kept(RuntimeAction::Init, &spec.hosts[0]);
+        assert!(first.contains(&"kubeadm.yaml".to_string()), "{first:?}");
+        assert!(
+            first.contains(&"etc/pki/apiserver.crt".to_string()),
+            "{first:?}"
+        );
+        assert!(
+            first
+                .iter()
+                .all(|p| p == "kubeadm.yaml" || p.starts_with("etc/"))
+        );
+        let worker = kept(RuntimeAction::Join, &spec.hosts[2]);
+        assert_eq!(worker, ["kubeadm.yaml", "lb-backends"]);
     }
 
     fn paths(files: &[RuntimeFile]) -> Vec<String> {

@@ -189,6 +189,148 @@ impl KubernetesRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::fake::{FakeRemote, FakeReply};
+
+    const ROOT: &str = "/var/lib/airlock";
+
+    fn fleet(hosts: &[(&str, Arc<FakeRemote>)]) -> BTreeMap<IpAddr, Arc<dyn Remote>> {
+        hosts
+            .iter()
+            .map(|(ip, r)| (ip.parse().unwrap(), r.clone() as Arc<dyn Remote>))
+            .collect()
+    }
+
+    /// The paths written (`write-file.sh PATH MODE`) and the programs run, in order.
+    fn actions(remote: &FakeRemote) -> Vec<String> {
+        remote
+            .commands()
+            .into_iter()
+            .map(|argv| match argv.as_slice() {
+                [sh, c, text, ..] if sh == "sh" && c == "-c" && text == PKI_STATE => {
+                    "probe".to_string()
+                }
+                [sh, c, text, _, path, ..]
+                    if sh == "sh" && c == "-c" && text.contains("Write stdin to a file") =>
+                {
+                    format!("write {path}")
+                }
+                other => other.join(" "),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn only_masters_running_on_another_pki_are_renewed_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, rt) = super::super::runtime::tests::prepare_with(
+            dir.path(),
+            "198.18.0.2, 198.18.0.3, 198.18.0.5",
+        )
+        .unwrap();
+        let current = pki_fingerprint(&rt.pki);
+        let [m1, m2, m3] =
+            ["198.18.0.2", "198.18.0.3", "198.18.0.5"].map(|h| Arc::new(FakeRemote::new(h)));
+        let probe = ["sh", "-c", PKI_STATE];
+        m1.on(
+            &probe,
+            FakeReply::exit(0, "control-plane yes\napplied 0ld\n"),
+        );
+        m1.on(
+            &["sh", &format!("{ROOT}/cluster/kubernetes/kube.sh"), "renew"],
+            FakeReply::exit(0, "restarted static pod kube-apiserver\n"),
+        );
+        m2.on(
+            &probe,
+            FakeReply::exit(0, &format!("control-plane yes\napplied {current}\n")),
+        );
+        m3.on(&probe, FakeReply::exit(0, "control-plane no\n"));
+        let remotes = fleet(&[
+            ("198.18.0.2", m1.clone()),
+            ("198.18.0.3", m2.clone()),
+            ("198.18.0.5", m3.clone()),
+        ]);
+        let lines = std::sync::Mutex::new(Vec::new());
+        let report = |ip: IpAddr, line: String| lines.lock().unwrap().push(format!("{ip}| {line}"));
+        let renewed = rt.renew_running_masters(&remotes, &report).await.unwrap();
+        assert_eq!(renewed, ["198.18.0.2".parse::<IpAddr>().unwrap()]);
+        let done = actions(&m1);
+        assert_eq!(done[0], "probe");
+        let stage = format!("{ROOT}/cluster/kubernetes");
+        assert_eq!(done[1], format!("write {stage}/kube.sh"));
+        assert!(
+            done.contains(&format!("write {stage}/etc/pki/apiserver.crt")),
+            "{done:?}"
+        );
+        assert_eq!(done.last().unwrap(), &format!("sh {stage}/kube.sh renew"));
+        let renew = m1.commands().pop().unwrap();
+        assert_eq!(renew[2], "renew");
+        assert_eq!(actions(&m2), ["probe"]);
+        assert_eq!(actions(&m3), ["probe"]);
+        assert!(
+            lines
+                .lock()
+                .unwrap()
+                .contains(&"198.18.0.2| restarted static pod kube-apiserver".to_string())
+        );
+
+        // A renewal that fails names the host and stops before the next master.
+        let m1 = Arc::new(FakeRemote::new("198.18.0.2"));
+        m1.on(&probe, FakeReply::exit(0, "control-plane yes\n"));
+        m1.on(
+            &["sh", &format!("{stage}/kube.sh"), "renew"],
+            FakeReply::fail(1, "boom"),
+        );
+        let m2 = Arc::new(FakeRemote::new("198.18.0.3"));
+        let remotes = fleet(&[("198.18.0.2", m1.clone()), ("198.18.0.3", m2.clone())]);
+        let err = rt
+            .renew_running_masters(&remotes, &|_, _| {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, KubernetesError::Remote { host, .. } if host.to_string() == "198.18.0.2"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("run the same command again"),
+            "{err}"
+        );
+        assert!(m2.commands().is_empty());
+    }
+
+    #[tokio::test]
+    async fn lb_backends_are_written_only_when_they_differ() {
+        let masters: Vec<IpAddr> = ["198.18.0.2", "198.18.0.3"]
+            .map(|m| m.parse().unwrap())
+            .to_vec();
+        let path = format!("{ROOT}/cluster/kubernetes/lb-backends");
+        let same = FakeRemote::new("198.18.0.4");
+        same.on(
+            &["cat", &path],
+            FakeReply::exit(0, "198.18.0.2:6443\n198.18.0.3:6443\n"),
+        );
+        assert!(!sync_lb_backends(&same, ROOT, &masters).await.unwrap());
+        assert_eq!(actions(&same), [format!("cat {path}")]);
+        let old = FakeRemote::new("198.18.0.4");
+        old.on(&["cat", &path], FakeReply::exit(0, "198.18.0.2:6443\n"));
+        assert!(sync_lb_backends(&old, ROOT, &masters).await.unwrap());
+        assert_eq!(
+            actions(&old),
+            [format!("cat {path}"), format!("write {path}")]
+        );
+        let stdin = old
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                crate::remote::fake::FakeCall::Run(cmd) => cmd.stdin,
+                crate::remote::fake::FakeCall::Upload { .. } => None,
+            })
+            .next_back()
+            .unwrap();
+        assert_eq!(stdin, b"198.18.0.2:6443\n198.18.0.3:6443\n");
+        let missing = FakeRemote::new("198.18.0.4");
+        missing.on(&["cat", &path], FakeReply::fail(1, "No such file"));
+        assert!(sync_lb_backends(&missing, ROOT, &masters).await.unwrap());
+    }
 
     #[test]
     fn a_master_is_stale_when_its_control_plane_runs_on_another_pki() {
