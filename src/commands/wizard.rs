@@ -134,6 +134,11 @@ impl WizardEngine for BundleEngine {
         let dir = crate::install::journal::cluster_dir(&self.settings.root, &spec.name);
         match super::cluster::kubernetes_runtime(&[], spec, &plan, &dir) {
             Ok(Some(rt)) => {
+                // Running masters serve a PKI re-issued for new masters first (as converge).
+                let report = |host, line| reporter.event(Event::Log { host, line });
+                if let Err(e) = rt.renew_running_masters(&remotes, &report).await {
+                    return failed(format!("{e:#}"));
+                }
                 plan.runtime = Arc::new(rt);
                 kubeconfig = Some(dir.join("kubernetes/pki-files/admin.conf"));
             }

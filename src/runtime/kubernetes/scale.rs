@@ -52,28 +52,37 @@ pub struct MasterPkiState {
     pub has_control_plane: bool,
     /// The [`pki_fingerprint`] its control plane was last started on, if recorded.
     pub applied: Option<String>,
+    /// The [`pki_fingerprint`] of its `/etc/kubernetes/pki/apiserver.crt`, if any.
+    pub installed: Option<String>,
 }
 
 impl MasterPkiState {
-    /// Read `pki-state.sh`'s lines (`control-plane yes|no`, `applied HEX`).
+    /// Read `pki-state.sh`'s lines (`control-plane yes|no`, `applied HEX`,
+    /// `installed HEX`).
     pub fn parse(text: &str) -> Self {
         let mut state = Self::default();
         for line in text.lines() {
-            match line.trim().split_once(' ') {
-                Some(("control-plane", v)) => state.has_control_plane = v.trim() == "yes",
-                Some(("applied", v)) if !v.trim().is_empty() => {
-                    state.applied = Some(v.trim().to_string());
-                }
+            let Some((key, value)) = line.trim().split_once(' ') else {
+                continue;
+            };
+            let value = Some(value.trim().to_string()).filter(|v| !v.is_empty());
+            match key {
+                "control-plane" => state.has_control_plane = value.as_deref() == Some("yes"),
+                "applied" => state.applied = value,
+                "installed" => state.installed = value,
                 _ => {}
             }
         }
         state
     }
 
-    /// Whether the master runs a control plane on a PKI other than `current` (a
-    /// master without a control plane gets the current PKI when it joins).
+    /// Whether the master runs a control plane on a PKI other than `current`: the
+    /// one `kube.sh` recorded or, on a master installed before it recorded one, the
+    /// one in `/etc/kubernetes`. A master without a control plane gets the current
+    /// PKI when it joins.
     pub fn is_stale(&self, current: &str) -> bool {
-        self.has_control_plane && self.applied.as_deref() != Some(current)
+        let runs_on = self.applied.as_deref().or(self.installed.as_deref());
+        self.has_control_plane && runs_on != Some(current)
     }
 }
 
@@ -339,11 +348,14 @@ mod tests {
         // A new master (no control plane yet) joins with the current PKI.
         assert!(!state("control-plane no\n").is_stale(current));
         assert!(!state("control-plane no\napplied 99\n").is_stale(current));
-        // A running master on the current PKI stays; on another one, or on none
-        // recorded (an older airlock installed it), it is renewed.
-        assert!(!state("control-plane yes\napplied ab12\n").is_stale(current));
-        assert!(state("control-plane yes\napplied 99\n").is_stale(current));
-        assert!(state("control-plane yes\n").is_stale(current));
+        // A running master on the current PKI stays; on another one it is renewed.
+        assert!(!state("control-plane yes\napplied ab12\ninstalled ab12\n").is_stale(current));
+        assert!(state("control-plane yes\napplied 99\ninstalled 99\n").is_stale(current));
+        // A renewal that stopped after copying the files, before the restart.
+        assert!(state("control-plane yes\napplied 99\ninstalled ab12\n").is_stale(current));
+        // Nothing recorded (an older airlock installed it): the installed files say.
+        assert!(!state("control-plane yes\ninstalled ab12\n").is_stale(current));
+        assert!(state("control-plane yes\ninstalled 99\n").is_stale(current));
         assert!(state("control-plane yes\napplied \n").is_stale(current));
         assert_eq!(state("noise\n"), MasterPkiState::default());
     }
