@@ -3,13 +3,19 @@
 //! shell scripts in the image's `bin/` that record their argv, with a nanosecond
 //! timestamp, and a copy of every `--config` file).
 //!
-//! 2 masters and 1 worker. Asserted: the order (base script everywhere, `kubeadm init`
+//! `kubernetes_runtime_orchestrates_...`: 2 masters and 1 worker. Asserted: the order (base script everywhere, `kubeadm init`
 //! on the first master only, a fresh join token then `kubeadm join` on the second
 //! master, then the worker, then labels and taints); the kubeadm files (endpoint,
 //! image repository, SANs, CIDRs in sealer's precedence: env over Clusterfile over the
 //! image over airlock's defaults); which host got which key; the worker's
 //! `airlock-lb` unit running with every master as a backend; `/etc/hosts`; the join
 //! token never on a command line; a re-run runs nothing.
+//!
+//! `kubernetes_join_masters_...`: 1 master and 1 worker, then `airlock join --masters`
+//! of a third host: the running master renewed (new API server certificate naming the
+//! new master) before the new master's `kubeadm join`, a failed join resumed, the new
+//! master's own etcd certificates from the same CA, the worker's `lb-backends` with
+//! both masters, a third join changing nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
