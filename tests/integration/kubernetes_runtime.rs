@@ -15,7 +15,8 @@
 //! of a third host: the running master renewed (new API server certificate naming the
 //! new master) before the new master's `kubeadm join`, a failed join resumed, the new
 //! master's own etcd certificates from the same CA, the worker's `lb-backends` with
-//! both masters, a third join changing nothing.
+//! both masters, a third join changing nothing; then `apply` with a third master
+//! renews both running masters, one after the other, before it joins.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -775,16 +776,16 @@ fn kubernetes_join_masters_renews_running_masters_first_on_kubeadm_doubles() {
         "airlock build",
     );
     let tb = Testbed::up(TestbedOptions {
-        hosts: 3,
+        hosts: 4,
         systemd: true,
         ..TestbedOptions::default()
     })
     .expect("testbed up");
-    let [m1, m2, w] = [tb.hosts[0], tb.hosts[1], tb.hosts[2]].map(|ip| ip.to_string());
-    // One master and one worker first; the second master joins later.
-    let cf = work.path().join("Clusterfile");
-    std::fs::write(
-        &cf,
+    let [m1, m2, w, m3] =
+        [tb.hosts[0], tb.hosts[1], tb.hosts[2], tb.hosts[3]].map(|ip| ip.to_string());
+    // One master and one worker first; the second master joins later, the third
+    // through `apply`.
+    let clusterfile = |masters: &str| {
         format!(
             "apiVersion: sealer.io/v2
 kind: Cluster
@@ -797,15 +798,16 @@ spec:
     user: root
     pk: {key}
   hosts:
-    - ips: [ {m1} ]
+    - ips: [ {masters} ]
       roles: [ master ]
     - ips: [ {w} ]
       roles: [ node ]
 ",
             key = tb.key.display()
-        ),
-    )
-    .unwrap();
+        )
+    };
+    let cf = work.path().join("Clusterfile");
+    std::fs::write(&cf, clusterfile(&m1)).unwrap();
     ok(
         airlock(&store)
             .args(["run", "-f"])
@@ -958,6 +960,43 @@ spec:
         host_text(&tb, 3, &["cat", &backends]),
         format!("{m1}:6443\n{m2}:6443\n")
     );
+
+    // `apply` with a third master: both running masters renewed, one after the
+    // other, before the third joins; the worker gets all three.
+    std::fs::write(&cf, clusterfile(&format!("{m1}, {m2}, {m3}"))).unwrap();
+    let before = calls(&tb).len();
+    let applied_out = ok(
+        airlock(&store)
+            .args(["apply", "-f"])
+            .arg(&cf)
+            .arg("--yes")
+            .output()
+            .unwrap(),
+        "airlock apply (three masters)",
+    );
+    for master in [&m1, &m2] {
+        assert!(
+            applied_out.contains(&format!("{master}| restarted static pod kube-apiserver")),
+            "{applied_out}"
+        );
+    }
+    let (renewed_m1, renewed_m2) = (mtime_ns(&tb, 1, &applied), mtime_ns(&tb, 2, &applied));
+    let log = calls(&tb);
+    let join_m3 = position(&log[before..], &m3, "kubeadm", "join --config");
+    assert!(
+        renewed_at < renewed_m1 && renewed_m1 < renewed_m2 && renewed_m2 < log[before + join_m3].at,
+        "{log:#?}"
+    );
+    let m1_sans = sans(&tb, 1, apiserver);
+    assert!(m1_sans.contains(&format!("IP Address:{m3}")), "{m1_sans}");
+    assert_eq!(
+        host_text(&tb, 3, &["cat", &backends]),
+        format!("{m1}:6443\n{m2}:6443\n{m3}:6443\n")
+    );
+    let current = host_text(&tb, 1, &["sha256sum", apiserver]);
+    for host in [2, 4] {
+        assert_eq!(host_text(&tb, host, &["sha256sum", apiserver]), current);
+    }
 
     // Joining the worker as a master is refused before anything changes.
     let refused = airlock(&store)
