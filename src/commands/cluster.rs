@@ -246,14 +246,13 @@ async fn converge_with(
 ) -> anyhow::Result<(String, ImagePlan)> {
     let mut plan = ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
     let dir = journal::cluster_dir(&settings.root, &spec.name);
-    let mut kubernetes = None;
-    if artifacts_only {
+    // The Kubernetes runtime goes into the plan once its running hosts caught up.
+    let kubernetes = if artifacts_only {
         plan.runtime = Arc::new(crate::install::runtime::GenericRuntime::default());
-    } else if let Some(rt) = kubernetes_runtime(&cf.kubeadm, &spec, &plan, &dir)? {
-        let rt = Arc::new(rt);
-        plan.runtime = rt.clone();
-        kubernetes = Some(rt);
-    }
+        None
+    } else {
+        kubernetes_runtime(&cf.kubeadm, &spec, &plan, &dir)?
+    };
     let previous = Journal::load(&dir)?;
     let listed: BTreeSet<IpAddr> = spec.hosts.iter().map(|h| h.ip).collect();
     let leaving: Vec<Host> = previous
@@ -356,12 +355,8 @@ async fn converge_with(
         .filter(|(ip, _)| listed.contains(ip))
         .collect();
     let registry_access = registry_access(&spec, settings, &remotes).await?;
-    if let Some(rt) = &kubernetes {
-        // Masters join a running cluster: the running ones serve the re-issued PKI first.
-        let report = |ip: IpAddr, line: String| printer.status(format!("{ip}| {line}"));
-        rt.renew_running_masters(&remotes, &report)
-            .await
-            .context("bringing the running masters' certificates up to date")?;
+    if let Some(rt) = kubernetes {
+        plan.runtime = Arc::new(kubernetes_catch_up(rt, &dir, &remotes, printer).await?);
     }
     let install = Install {
         spec,
@@ -451,6 +446,29 @@ pub(crate) fn kubernetes_runtime(
     KubernetesRuntime::prepare(spec, image, kubeadm, &dir.join("kubernetes"), now)
         .map(Some)
         .map_err(bad_input)
+}
+
+/// Before the engine runs on a Kubernetes cluster: the PKI re-issued for masters new to
+/// it, then every running master on another PKI renewed, one at a time, so that they
+/// serve the new API server certificate before new masters join.
+async fn kubernetes_catch_up(
+    mut rt: KubernetesRuntime,
+    dir: &Path,
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    printer: Printer,
+) -> anyhow::Result<KubernetesRuntime> {
+    let new = ips_text(rt.new_masters().iter().copied());
+    if rt.issue_for_new_masters(time::OffsetDateTime::now_utc())? {
+        printer.status(format!(
+            "re-issued the cluster's PKI under {} for the new master(s) {new}",
+            dir.join("kubernetes").display()
+        ));
+    }
+    let report = |ip: IpAddr, line: String| printer.status(format!("{ip}| {line}"));
+    rt.renew_running_masters(remotes, &report)
+        .await
+        .context("bringing the running masters' certificates up to date")?;
+    Ok(rt)
 }
 
 /// What the first master does about a worker leaving a Kubernetes cluster.

@@ -133,8 +133,11 @@ impl WizardEngine for BundleEngine {
         let mut kubeconfig = None;
         let dir = crate::install::journal::cluster_dir(&self.settings.root, &spec.name);
         match super::cluster::kubernetes_runtime(&[], spec, &plan, &dir) {
-            Ok(Some(rt)) => {
+            Ok(Some(mut rt)) => {
                 // Running masters serve a PKI re-issued for new masters first (as converge).
+                if let Err(e) = rt.issue_for_new_masters(time::OffsetDateTime::now_utc()) {
+                    return failed(format!("{e:#}"));
+                }
                 let report = |host, line| reporter.event(Event::Log { host, line });
                 if let Err(e) = rt.renew_running_masters(&remotes, &report).await {
                     return failed(format!("{e:#}"));

@@ -23,8 +23,8 @@
 //! 5. `airlock check --post` and `airlock reset`/`delete` run `check.sh` and
 //!    `uninstall.sh` from the staging directory (recorded by the engine).
 //! 6. Afterwards, [`renew_pki`] re-issues the PKI from its CAs (`airlock cert renew`,
-//!    and [`KubernetesRuntime::prepare`] when a master is not in it yet: adding
-//!    masters), [`master_files`] and [`kube_sh_file`] stage it on masters, and
+//!    and [`KubernetesRuntime::issue_for_new_masters`] when a master is not in it yet:
+//!    adding masters), [`master_files`] and [`kube_sh_file`] stage it on masters, and
 //!    [`lb_backends_file`] rewrites the workers' backends when masters join or leave
 //!    ([`super::scale`] keeps running hosts current).
 
@@ -73,7 +73,7 @@ pub enum KubernetesError {
         "image {0}: no Kubernetes version (set KUBEVERSION or LABEL io.airlock.runtime-version in its Kubefile)"
     )]
     NoVersion(String),
-    /// The Clusterfile lists another master first than the one the cluster was
+    /// The Clusterfile lists a master first that is not the one the cluster was
     /// created on (the first master runs `kubeadm init` and keeps the registry).
     #[error(
         "master {listed} is listed first, but the cluster's PKI ({dir}) was made with {created} as the first master: list {created} first under spec.hosts (new masters can come after it)"
@@ -117,6 +117,10 @@ pub struct KubernetesRuntime {
     /// How long `kube.sh renew` keeps the static pods aside, in seconds (env
     /// `KubeRestartWait`).
     pub(super) restart_wait: String,
+    /// Where the PKI and the token are kept.
+    state_dir: PathBuf,
+    /// Masters not in the PKI yet: [`KubernetesRuntime::issue_for_new_masters`].
+    new_masters: Vec<IpAddr>,
     token: Secret,
     ca_cert_hash: String,
     containerd: String,
@@ -150,10 +154,9 @@ pub struct ImageInputs<'a> {
 
 impl KubernetesRuntime {
     /// Merge the kubeadm configuration and load (or make, the first time) the PKI and
-    /// the bootstrap token under `state_dir`. When a master is not in the PKI (masters
-    /// added to a running cluster), the PKI is re-issued from its CAs for every master
-    /// ([`renew_pki`]); the running masters get it through
-    /// [`KubernetesRuntime::renew_running_masters`].
+    /// the bootstrap token under `state_dir`. Masters not in the PKI (added to a
+    /// running cluster) are only noted: [`KubernetesRuntime::issue_for_new_masters`]
+    /// re-issues the PKI for them once the operator confirmed, before any host runs.
     pub fn prepare(
         spec: &ClusterSpec,
         image: ImageInputs<'_>,
@@ -178,7 +181,7 @@ impl KubernetesRuntime {
             .find_map(|p| image.files.plugin_docs.get(*p))
             .map(String::as_str);
         let config = KubeadmConfig::merge(&inputs, image_doc, clusterfile_kubeadm)?;
-        let mut pki = load_or_make_pki(state_dir, &config, &masters, version, now)?;
+        let pki = load_or_make_pki(state_dir, &config, &masters, version, now)?;
         let first = spec.first_master().ip;
         if let Some(created) = pki_first_master(&pki)
             && created != node_name(first)
@@ -189,9 +192,7 @@ impl KubernetesRuntime {
                 dir: state_dir.to_path_buf(),
             });
         }
-        if !missing_masters(&pki, &masters).is_empty() {
-            pki = renew_pki(state_dir, &masters, &[], now)?;
-        }
+        let new_masters = missing_masters(&pki, &masters);
         let token = load_or_make_token(state_dir)?;
         let ca = pki.get("pki/ca.crt").map(|(c, _)| c.as_str()).unwrap_or("");
         let ca_cert_hash = ca_public_key_hash(ca)?;
@@ -214,6 +215,8 @@ impl KubernetesRuntime {
             data_root: spec.data_root.clone(),
             first,
             restart_wait: restart_wait(spec),
+            state_dir: state_dir.to_path_buf(),
+            new_masters,
             containerd: kubeadm::containerd_config(&kubeadm::pause_image(&registry, version)),
             marks: marks(spec),
             masters,
@@ -226,7 +229,25 @@ impl KubernetesRuntime {
         })
     }
 
-    pub(super) fn stage(&self) -> String {
+    /// The masters of the Clusterfile that are not in the cluster's PKI yet.
+    pub fn new_masters(&self) -> &[IpAddr] {
+        &self.new_masters
+    }
+
+    /// Re-issue the PKI from its CAs for every master when some are new to it
+    /// ([`renew_pki`]: the new ones get their own etcd certificates and kubeconfigs,
+    /// the API server certificate names them). Call it before the engine runs: until
+    /// then a new master's files lack its certificates. Returns whether it re-issued.
+    pub fn issue_for_new_masters(&mut self, now: OffsetDateTime) -> Result<bool, KubernetesError> {
+        if self.new_masters.is_empty() {
+            return Ok(false);
+        }
+        self.pki = renew_pki(&self.state_dir, &self.masters, &[], now)?;
+        self.new_masters.clear();
+        Ok(true)
+    }
+
+    fn stage(&self) -> String {
         format!("{}/cluster/kubernetes", self.data_root)
     }
 
@@ -813,7 +834,15 @@ pub(super) mod tests {
         let m2: IpAddr = "198.18.0.3".parse().unwrap();
         assert!(!san_ips(&one.pki["pki/apiserver.crt"].0).contains(&m2));
         assert_eq!(missing_masters(&one.pki, &[one.first, m2]), vec![m2]);
-        let (spec, two) = prepare_with(dir.path(), "198.18.0.2, 198.18.0.3").unwrap();
+        let (spec, mut two) = prepare_with(dir.path(), "198.18.0.2, 198.18.0.3").unwrap();
+        // Preparing changes nothing yet (the operator has not confirmed).
+        assert_eq!(two.new_masters(), [m2]);
+        assert_eq!(two.pki, one.pki);
+        assert!(
+            two.issue_for_new_masters(OffsetDateTime::now_utc())
+                .unwrap()
+        );
+        assert!(two.new_masters().is_empty());
         for kept in [
             "pki/ca.crt",
             "pki/ca.key",
@@ -848,7 +877,13 @@ pub(super) mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".old"))
             .count();
         assert_eq!(aside, 1);
-        let (_, again) = prepare_with(dir.path(), "198.18.0.2, 198.18.0.3").unwrap();
+        let (_, mut again) = prepare_with(dir.path(), "198.18.0.2, 198.18.0.3").unwrap();
+        assert!(again.new_masters().is_empty());
+        assert!(
+            !again
+                .issue_for_new_masters(OffsetDateTime::now_utc())
+                .unwrap()
+        );
         assert_eq!(again.pki, two.pki);
         // Another master listed first is refused, naming the one to list first.
         let err = prepare_with(dir.path(), "198.18.0.9, 198.18.0.2")

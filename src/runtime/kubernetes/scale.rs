@@ -1,10 +1,12 @@
 //! Keeping the running hosts of a Kubernetes cluster current when masters join
 //! (issue 7: adding masters; "scaling masters updates every worker's backends").
 //!
-//! 1. [`KubernetesRuntime::prepare`] re-issues the PKI from the cluster's CAs when a
-//!    master of the Clusterfile is not in it ([`renew_pki`]): the new master gets its
-//!    own etcd certificates and kubeconfigs, the API server certificate names it; the
-//!    CAs, the service-account key pair and every other master's node name stay.
+//! 1. [`KubernetesRuntime::prepare`] notes the masters of the Clusterfile that are not
+//!    in the cluster's PKI; once the operator confirmed,
+//!    [`KubernetesRuntime::issue_for_new_masters`] re-issues the PKI from its CAs
+//!    ([`renew_pki`]): the new master gets its own etcd certificates and kubeconfigs,
+//!    the API server certificate names it; the CAs, the service-account key pair and
+//!    every other master's node name stay.
 //! 2. Before the install engine runs, [`KubernetesRuntime::renew_running_masters`]
 //!    asks every master which PKI its control plane runs on
 //!    (`installer/kubernetes/pki-state.sh`; `kube.sh` records the
