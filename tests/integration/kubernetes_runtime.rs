@@ -961,6 +961,29 @@ spec:
         format!("{m1}:6443\n{m2}:6443\n")
     );
 
+    // Without a confirmation the PKI is not re-issued.
+    let kept_aside = || {
+        std::fs::read_dir(store.join("clusters/grow/kubernetes"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".old"))
+            .count()
+    };
+    let aside = kept_aside();
+    assert_eq!(aside, 1, "re-issued once for the second master");
+    let unconfirmed = airlock(&store)
+        .args(["join", "--masters", &m3])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(unconfirmed.status.code(), Some(2), "{}", text(&unconfirmed));
+    assert!(
+        text(&unconfirmed).contains("pass --yes"),
+        "{}",
+        text(&unconfirmed)
+    );
+    assert_eq!(kept_aside(), aside);
+
     // `apply` with a third master: both running masters renewed, one after the
     // other, before the third joins; the worker gets all three.
     std::fs::write(&cf, clusterfile(&format!("{m1}, {m2}, {m3}"))).unwrap();
@@ -987,6 +1010,11 @@ spec:
         renewed_at < renewed_m1 && renewed_m1 < renewed_m2 && renewed_m2 < log[before + join_m3].at,
         "{log:#?}"
     );
+    assert!(
+        applied_out.contains(&format!("for the new master(s) {m3}")),
+        "{applied_out}"
+    );
+    assert_eq!(kept_aside(), aside + 1);
     let m1_sans = sans(&tb, 1, apiserver);
     assert!(m1_sans.contains(&format!("IP Address:{m3}")), "{m1_sans}");
     assert_eq!(
