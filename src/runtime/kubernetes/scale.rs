@@ -40,8 +40,8 @@ use crate::remote::{Output, Remote, RemoteCommand, RemoteError};
 const PKI_STATE: &str = include_str!("../../../installer/kubernetes/pki-state.sh");
 
 /// Which PKI a control plane runs on: the SHA-256 (hex) of the PKI's API server
-/// certificate, which every issue and re-issue makes anew. `kube.sh` writes the same
-/// of the certificate it installed to `<stage>/pki-applied`.
+/// certificate, which every issue and re-issue makes anew. `kube.sh` writes the digest
+/// of the certificate a control plane started on to `<stage>/pki-applied`.
 pub fn pki_fingerprint(pki: &BTreeMap<String, (String, bool)>) -> String {
     let cert = pki.get("pki/apiserver.crt").map_or("", |(c, _)| c.as_str());
     hex::encode(Sha256::digest(cert.as_bytes()))
@@ -165,9 +165,13 @@ impl KubernetesRuntime {
         };
         let mut renewed = Vec::new();
         for ip in &self.masters {
-            let Some(remote) = remotes.get(ip) else {
-                continue;
-            };
+            let remote = remotes
+                .get(ip)
+                .ok_or_else(|| RemoteError::Connect {
+                    host: ip.to_string(),
+                    reason: "not connected".to_string(),
+                })
+                .map_err(failed(*ip, "reading which PKI it runs on"))?;
             let state = master_pki_state(remote.as_ref(), &self.data_root)
                 .await
                 .map_err(failed(*ip, "reading which PKI it runs on"))?;
@@ -176,7 +180,7 @@ impl KubernetesRuntime {
             }
             report(
                 *ip,
-                "renewing its certificates for the new set of masters".into(),
+                "its control plane runs on an older PKI: renewing its certificates".into(),
             );
             let out = apply_pki(
                 remote.as_ref(),
@@ -306,6 +310,12 @@ mod tests {
             "{err}"
         );
         assert!(m2.commands().is_empty());
+        // A master that is not connected is an error, not skipped.
+        let err = rt
+            .renew_running_masters(&fleet(&[("198.18.0.3", m2)]), &|_, _| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not connected"), "{err}");
     }
 
     #[tokio::test]
