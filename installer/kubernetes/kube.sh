@@ -100,6 +100,20 @@ is_up() {
     [ -f "$admin" ] && kubectl --kubeconfig "$admin" get --raw /readyz > /dev/null 2>&1
 }
 
+# Wait (at most $1 seconds) until this master's API server answers /readyz again.
+wait_api() {
+    [ -f "$admin" ] || return 0
+    start=$(date +%s)
+    until kubectl --kubeconfig "$admin" get --raw /readyz > /dev/null 2>&1; do
+        if [ $(($(date +%s) - start)) -ge "$1" ]; then
+            echo "the API server did not answer /readyz within ${1}s after the restart" >&2
+            exit 1
+        fi
+        sleep 2
+    done
+    echo "the API server answers /readyz again"
+}
+
 not_ready() {
     kubectl --kubeconfig "$admin" get nodes --no-headers 2>&1 |
         awk '$2 != "Ready" { print "node " $1 " is " $2 }'
@@ -219,6 +233,8 @@ renew)
     if systemctl cat kubelet.service > /dev/null 2>&1; then
         systemctl restart kubelet.service
     fi
+    # What comes next (a join token, a new master's join) needs this API server.
+    wait_api "${AIRLOCK_KUBE_WAIT:-600}"
     pki_applied
     ;;
 upgrade-apply)

@@ -850,6 +850,10 @@ spec:
         t.contains(&format!("{m1}| restarted static pod kube-apiserver")),
         "{t}"
     );
+    assert!(
+        t.contains(&format!("{m1}| the API server answers /readyz again")),
+        "{t}"
+    );
     assert!(t.contains("kubeadm join failed (exit 1)"), "{t}");
     let renewed_at = mtime_ns(&tb, 1, &applied);
     let log = calls(&tb);
