@@ -295,6 +295,15 @@ async fn converge_with(
             ips_text(leaving.iter().map(|h| h.ip))
         ));
     }
+    if let Some(rt) = kubernetes
+        .as_ref()
+        .filter(|rt| !rt.new_masters().is_empty())
+    {
+        what.push_str(&format!(
+            ", re-issuing the cluster's certificates for the new master(s) {} (the running masters' control planes restart one at a time)",
+            ips_text(rt.new_masters().iter().copied())
+        ));
+    }
     confirm(yes, &what)?;
 
     if !leaving.is_empty() {

@@ -981,10 +981,13 @@ spec:
         .output()
         .unwrap();
     assert_eq!(unconfirmed.status.code(), Some(2), "{}", text(&unconfirmed));
+    let asked = text(&unconfirmed);
+    assert!(asked.contains("pass --yes"), "{asked}");
     assert!(
-        text(&unconfirmed).contains("pass --yes"),
-        "{}",
-        text(&unconfirmed)
+        asked.contains(&format!(
+            "re-issuing the cluster's certificates for the new master(s) {m3}"
+        )),
+        "{asked}"
     );
     assert_eq!(kept_aside(), aside);
 
