@@ -163,23 +163,29 @@ impl WizardEngine for BundleEngine {
             remotes,
             reporter: Arc::new(Tee(reporter, log)),
         };
-        match install.run().await {
-            Ok(()) => InstallResult::Done {
-                endpoints: vec![format!(
-                    "registry: {}://{}:{} (as {} on the hosts)",
-                    if spec.registry.insecure {
-                        "http"
-                    } else {
-                        "https"
-                    },
-                    spec.first_master().ip,
-                    spec.registry.port,
-                    spec.registry.domain
-                )],
-                kubeconfig,
-                log_file: Some(log_path),
-            },
-            Err(e) => InstallResult::from_error(&e),
+        if let Err(e) = install.run().await {
+            return InstallResult::from_error(&e);
+        }
+        // Workers' load balancers in front of every master (as converge does).
+        if let Err(e) =
+            super::cluster::rewrite_lb_backends(&dir, spec, &install.remotes, quiet).await
+        {
+            return failed(format!("{e:#}"));
+        }
+        InstallResult::Done {
+            endpoints: vec![format!(
+                "registry: {}://{}:{} (as {} on the hosts)",
+                if spec.registry.insecure {
+                    "http"
+                } else {
+                    "https"
+                },
+                spec.first_master().ip,
+                spec.registry.port,
+                spec.registry.domain
+            )],
+            kubeconfig,
+            log_file: Some(log_path),
         }
     }
 
