@@ -9,7 +9,8 @@
 #   ready        first master: labels and taints, then wait for Ready nodes and pods
 #   check        first master: report nodes and kube-system pods that are not ready
 #   renew        a master: the re-issued PKI into /etc/kubernetes, static pods and the
-#                kubelet restarted (airlock cert renew)
+#                kubelet restarted (airlock cert renew, and running masters before a new
+#                master joins)
 #   upgrade-apply  first master: kubeadm upgrade apply $AIRLOCK_KUBE_VERSION, base, kubelet
 #   upgrade-node   other hosts: kubeadm upgrade node, base, kubelet restarted
 #   drain NODE / uncordon NODE   first master, around a worker's upgrade
@@ -55,6 +56,14 @@ install_pki() {
     cp -Rp "$stage/etc/." /etc/kubernetes/
 }
 
+# Once the control plane runs on the staged PKI: record which one (the SHA-256 of its
+# API server certificate, which every re-issue changes) in $stage/pki-applied, which
+# airlock reads (installer/kubernetes/pki-state.sh) to find masters to renew.
+pki_applied() {
+    sha256sum "$stage/etc/pki/apiserver.crt" | cut -d ' ' -f 1 > "$stage/pki-applied.tmp"
+    mv "$stage/pki-applied.tmp" "$stage/pki-applied"
+}
+
 # Run kubeadm with its output in the log. On failure, write the last lines of its output
 # and of the kubelet's journal to $report, and end stderr with five lines (what the
 # install error shows): the failing phase, kubeadm's last error, the kubelet's last
@@ -91,6 +100,20 @@ is_up() {
     [ -f "$admin" ] && kubectl --kubeconfig "$admin" get --raw /readyz > /dev/null 2>&1
 }
 
+# Wait (at most $1 seconds) until this master's API server answers /readyz again.
+wait_api() {
+    [ -f "$admin" ] || return 0
+    start=$(date +%s)
+    until kubectl --kubeconfig "$admin" get --raw /readyz > /dev/null 2>&1; do
+        if [ $(($(date +%s) - start)) -ge "$1" ]; then
+            echo "the API server did not answer /readyz within ${1}s after the restart" >&2
+            exit 1
+        fi
+        sleep 2
+    done
+    echo "the API server answers /readyz again"
+}
+
 not_ready() {
     kubectl --kubeconfig "$admin" get nodes --no-headers 2>&1 |
         awk '$2 != "Ready" { print "node " $1 " is " $2 }'
@@ -107,6 +130,7 @@ init)
         echo "the control plane is already up: kubeadm init is not run again"
     else
         kubeadm_run init --config "$stage/kubeadm.yaml" --skip-phases=certs
+        pki_applied
     fi
     ;;
 join-master)
@@ -117,6 +141,7 @@ join-master)
         hosts_entry "$AIRLOCK_FIRST_MASTER"
         install_pki
         kubeadm_run join --config "$stage/kubeadm.yaml"
+        pki_applied
     fi
     hosts_entry "$node"
     ;;
@@ -208,6 +233,9 @@ renew)
     if systemctl cat kubelet.service > /dev/null 2>&1; then
         systemctl restart kubelet.service
     fi
+    # What comes next (a join token, a new master's join) needs this API server.
+    wait_api "${AIRLOCK_KUBE_WAIT:-600}"
+    pki_applied
     ;;
 upgrade-apply)
     kubeadm_run upgrade apply "$AIRLOCK_KUBE_VERSION" --yes

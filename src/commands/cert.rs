@@ -144,9 +144,9 @@ pub async fn run(cmd: CertCommand, settings: &Settings, printer: Printer) -> any
 /// new files and run `kube.sh renew`.
 async fn renew(args: RenewArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
     use crate::commands::cluster;
-    use crate::install::{journal, write_file};
-    use crate::remote::RemoteCommand;
-    use crate::runtime::kubernetes::runtime::{kube_sh_file, master_files, renew_pki};
+    use crate::install::journal;
+    use crate::runtime::kubernetes::runtime::{renew_pki, restart_wait};
+    use crate::runtime::kubernetes::scale::apply_pki;
 
     for name in &args.alt_names {
         if name.trim().is_empty() {
@@ -189,35 +189,16 @@ async fn renew(args: RenewArgs, settings: &Settings, printer: Printer) -> anyhow
     printer.status(format!("re-issued the PKI under {}", state.display()));
     let first = spec.first_master().ip;
     let root = spec.data_root.as_str();
-    let wait = spec
-        .env
-        .get("KubeRestartWait")
-        .cloned()
-        .unwrap_or_else(|| "20".to_string());
+    let wait = restart_wait(&spec);
     for ip in &masters {
         let remote = remotes
             .get(ip)
             .with_context(|| format!("{ip}: not connected"))?;
-        let mut files = vec![kube_sh_file(root)];
-        files.extend(master_files(&pki, first, *ip, root));
-        for f in &files {
-            write_file(remote.as_ref(), &f.path, &f.bytes, f.mode)
-                .await
-                .with_context(|| format!("{ip}: writing {}", f.path))?;
-        }
-        let cmd = RemoteCommand::new("sh")
-            .args([
-                format!("{root}/cluster/kubernetes/kube.sh"),
-                "renew".to_string(),
-            ])
-            .cwd(format!("{root}/rootfs"))
-            .env("AIRLOCK_DATA_ROOT", root)
-            .env("AIRLOCK_HOST_IP", ip.to_string())
-            .env("AIRLOCK_KUBE_RESTART_WAIT", wait.as_str())
-            .sudo();
-        let out = remote.check(&cmd).await.with_context(|| {
-            format!("{ip}: renewing the certificates (run the same command again)")
-        })?;
+        let out = apply_pki(remote.as_ref(), &pki, first, *ip, root, &wait)
+            .await
+            .with_context(|| {
+                format!("{ip}: renewing the certificates (run the same command again)")
+            })?;
         for line in out.stdout_text().lines() {
             printer.status(format!("{ip}| {line}"));
         }

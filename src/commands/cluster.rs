@@ -7,7 +7,9 @@
 //!    `passwdFile` still work).
 //! 2. `converge` installs the image onto every host of the Clusterfile (finished steps
 //!    are skipped on hosts), first cleaning the hosts the journal has but the file no
-//!    longer lists (scale down), and running the scale-up plugins on hosts it adds.
+//!    longer lists (scale down), and running the scale-up plugins on hosts it adds. On
+//!    a Kubernetes cluster, running masters get a PKI re-issued for new masters before
+//!    those join, and workers' load balancers every master after the joins.
 //! 3. `clean` runs `installer/reset.sh` on hosts (the runtime's uninstall, then
 //!    everything airlock put there).
 //! 4. The journal and the Clusterfile are saved on the operator, atomically, after every
@@ -35,6 +37,7 @@ use crate::preflight::{CheckId, Requirements};
 use crate::printer::Printer;
 use crate::remote::{Remote, RemoteCommand, UploadSource};
 use crate::runtime::kubernetes::runtime::{ImageInputs, KubernetesRuntime};
+use crate::runtime::kubernetes::scale::sync_lb_backends;
 use crate::settings::Settings;
 use crate::spec::clusterfile::{ClusterSpec, Clusterfile, Host};
 use crate::spec::reference::Reference;
@@ -247,11 +250,13 @@ async fn converge_with(
 ) -> anyhow::Result<(String, ImagePlan)> {
     let mut plan = ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
     let dir = journal::cluster_dir(&settings.root, &spec.name);
-    if artifacts_only {
+    // The Kubernetes runtime goes into the plan once its running hosts caught up.
+    let kubernetes = if artifacts_only {
         plan.runtime = Arc::new(crate::install::runtime::GenericRuntime::default());
-    } else if let Some(rt) = kubernetes_runtime(&cf.kubeadm, &spec, &plan, &dir)? {
-        plan.runtime = Arc::new(rt);
-    }
+        None
+    } else {
+        kubernetes_runtime(&cf.kubeadm, &spec, &plan, &dir)?
+    };
     let previous = Journal::load(&dir)?;
     let listed: BTreeSet<IpAddr> = spec.hosts.iter().map(|h| h.ip).collect();
     let leaving: Vec<Host> = previous
@@ -301,6 +306,15 @@ async fn converge_with(
         what.push_str(&format!(
             " and remove {} from the cluster",
             ips_text(leaving.iter().map(|h| h.ip))
+        ));
+    }
+    if let Some(rt) = kubernetes
+        .as_ref()
+        .filter(|rt| !rt.new_masters().is_empty())
+    {
+        what.push_str(&format!(
+            ", re-issuing the cluster's certificates for the new master(s) {} (the running masters' control planes restart one at a time)",
+            ips_text(rt.new_masters().iter().copied())
         ));
     }
     confirm(yes, &what)?;
@@ -363,6 +377,9 @@ async fn converge_with(
         .filter(|(ip, _)| listed.contains(ip))
         .collect();
     let registry_access = registry_access(&spec, settings, &remotes).await?;
+    if let Some(rt) = kubernetes {
+        plan.runtime = Arc::new(kubernetes_catch_up(rt, &dir, &remotes, printer).await?);
+    }
     let install = Install {
         spec,
         plan,
@@ -376,6 +393,7 @@ async fn converge_with(
         skip: BTreeSet::new(),
     };
     install.run().await?;
+    rewrite_lb_backends(&dir, &install.spec, &install.remotes, printer).await?;
     let mut j = journal_reporter
         .journal
         .lock()
@@ -452,6 +470,29 @@ pub(crate) fn kubernetes_runtime(
         .map_err(bad_input)
 }
 
+/// Before the engine runs on a Kubernetes cluster: the PKI re-issued for masters new to
+/// it, then every running master on another PKI renewed, one at a time, so that they
+/// serve the new API server certificate before new masters join.
+async fn kubernetes_catch_up(
+    mut rt: KubernetesRuntime,
+    dir: &Path,
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    printer: Printer,
+) -> anyhow::Result<KubernetesRuntime> {
+    let new = ips_text(rt.new_masters().iter().copied());
+    if rt.issue_for_new_masters(time::OffsetDateTime::now_utc())? {
+        printer.status(format!(
+            "re-issued the cluster's PKI under {} for the new master(s) {new}",
+            dir.join("kubernetes").display()
+        ));
+    }
+    let report = |ip: IpAddr, line: String| printer.status(format!("{ip}| {line}"));
+    rt.renew_running_masters(remotes, &report)
+        .await
+        .context("bringing the running masters' certificates up to date")?;
+    Ok(rt)
+}
+
 /// What the first master does about a worker leaving a Kubernetes cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WorkerLeaving {
@@ -513,7 +554,8 @@ pub(crate) async fn workers_leaving(
 }
 
 /// On a Kubernetes cluster (one with a PKI under `<cluster dir>/kubernetes/`), point
-/// every worker's load balancer at the masters of `spec` (after masters left).
+/// every worker's load balancer at the masters of `spec` (after masters joined or
+/// left); a worker whose backends already list them is left alone.
 pub(crate) async fn rewrite_lb_backends(
     dir: &Path,
     spec: &ClusterSpec,
@@ -524,14 +566,16 @@ pub(crate) async fn rewrite_lb_backends(
         return Ok(());
     }
     let masters = spec.master_ips();
-    let file = crate::runtime::kubernetes::runtime::lb_backends_file(&spec.data_root, &masters);
     for host in spec.hosts.iter().filter(|h| !h.is_master()) {
         let remote = remotes
             .get(&host.ip)
             .with_context(|| format!("{}: not connected", host.ip))?;
-        write_file(remote.as_ref(), &file.path, &file.bytes, file.mode)
+        let written = sync_lb_backends(remote.as_ref(), &spec.data_root, &masters)
             .await
             .with_context(|| format!("{}: rewriting the load balancer's backends", host.ip))?;
+        if !written {
+            continue;
+        }
         printer.status(format!(
             "{}: load balancer backends: {}",
             host.ip,

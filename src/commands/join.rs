@@ -1,9 +1,11 @@
 //! `airlock join --masters IPs --nodes IPs`: add hosts to a cluster.
 //!
-//! 1. Take the Clusterfile (`-f`, or the one kept for the cluster), add the hosts as a
-//!    new group with the cluster's ssh settings.
+//! 1. Take the Clusterfile (`-f`, or the one kept for the cluster), add the hosts it
+//!    does not list yet as a new group with the cluster's ssh settings (a host listed
+//!    with another role is refused).
 //! 2. Converge onto it, as `apply` does: the new hosts are installed and joined one at a
-//!    time; the others skip every finished step.
+//!    time; the others skip every finished step. Joining the same hosts again resumes a
+//!    join that failed, and changes nothing once it is done.
 
 use std::path::PathBuf;
 
@@ -45,8 +47,32 @@ pub async fn run(args: JoinArgs, settings: &Settings, printer: Printer) -> anyho
     }
     let mut cf =
         cluster::clusterfile_or_stored(args.file.as_deref(), args.cluster.as_deref(), settings)?;
-    cf.add_hosts(&masters, &[ROLE_MASTER]);
-    cf.add_hosts(&nodes, &[ROLE_NODE]);
+    let current = cluster::resolve(&cf, settings)?;
+    let mut listed = Vec::new();
+    for (ips, role) in [(&masters, ROLE_MASTER), (&nodes, ROLE_NODE)] {
+        let mut new = Vec::new();
+        for ip in ips {
+            match current.hosts.iter().find(|h| h.ip == *ip) {
+                None => new.push(*ip),
+                Some(h) if h.roles.contains(role) => listed.push(*ip),
+                Some(h) => {
+                    let has = h.roles.iter().cloned().collect::<Vec<_>>().join(",");
+                    return Err(bad_input(format!(
+                        "{ip} is in cluster {} already with the roles {has}, not {role}: delete it first (airlock delete --masters/--nodes {ip})",
+                        current.name
+                    )));
+                }
+            }
+        }
+        cf.add_hosts(&new, &[role]);
+    }
+    if !listed.is_empty() {
+        printer.status(format!(
+            "{} in cluster {} already: finishing what is left to do there",
+            cluster::ips_text(listed.into_iter()),
+            current.name
+        ));
+    }
     let spec = cluster::resolve(&cf, settings)?;
     let from = cluster::store_source(settings, &spec.image)?;
     cluster::converge(&cf, spec, from, args.yes, &args.engine, settings, printer).await

@@ -133,7 +133,15 @@ impl WizardEngine for BundleEngine {
         let mut kubeconfig = None;
         let dir = crate::install::journal::cluster_dir(&self.settings.root, &spec.name);
         match super::cluster::kubernetes_runtime(&[], spec, &plan, &dir) {
-            Ok(Some(rt)) => {
+            Ok(Some(mut rt)) => {
+                // Running masters serve a PKI re-issued for new masters first (as converge).
+                if let Err(e) = rt.issue_for_new_masters(time::OffsetDateTime::now_utc()) {
+                    return failed(format!("{e:#}"));
+                }
+                let report = |host, line| reporter.event(Event::Log { host, line });
+                if let Err(e) = rt.renew_running_masters(&remotes, &report).await {
+                    return failed(format!("{e:#}"));
+                }
                 plan.runtime = Arc::new(rt);
                 kubeconfig = Some(dir.join("kubernetes/pki-files/admin.conf"));
             }
@@ -155,23 +163,29 @@ impl WizardEngine for BundleEngine {
             remotes,
             reporter: Arc::new(Tee(reporter, log)),
         };
-        match install.run().await {
-            Ok(()) => InstallResult::Done {
-                endpoints: vec![format!(
-                    "registry: {}://{}:{} (as {} on the hosts)",
-                    if spec.registry.insecure {
-                        "http"
-                    } else {
-                        "https"
-                    },
-                    spec.first_master().ip,
-                    spec.registry.port,
-                    spec.registry.domain
-                )],
-                kubeconfig,
-                log_file: Some(log_path),
-            },
-            Err(e) => InstallResult::from_error(&e),
+        if let Err(e) = install.run().await {
+            return InstallResult::from_error(&e);
+        }
+        // Workers' load balancers in front of every master (as converge does).
+        if let Err(e) =
+            super::cluster::rewrite_lb_backends(&dir, spec, &install.remotes, quiet).await
+        {
+            return failed(format!("{e:#}"));
+        }
+        InstallResult::Done {
+            endpoints: vec![format!(
+                "registry: {}://{}:{} (as {} on the hosts)",
+                if spec.registry.insecure {
+                    "http"
+                } else {
+                    "https"
+                },
+                spec.first_master().ip,
+                spec.registry.port,
+                spec.registry.domain
+            )],
+            kubeconfig,
+            log_file: Some(log_path),
         }
     }
 

@@ -627,7 +627,7 @@ impl Install {
             self.plan.top.digest.to_string(),
             runtime.script(action).unwrap_or_default().to_string(),
         ];
-        parts.extend(files.iter().map(|f| {
+        parts.extend(files.iter().filter(|f| !runtime.keeps_current(f)).map(|f| {
             format!(
                 "{} {} {}",
                 f.path,

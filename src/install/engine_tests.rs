@@ -995,3 +995,99 @@ async fn the_upgrade_hook_runs_upgrade_plugins_only_where_in_scope() {
     )));
     assert_eq!(StepId::Plugin(Phase::Upgrade).as_str(), "plugin-upgrade");
 }
+
+/// The image's generic runtime, plus two files on every host before init and join:
+/// `fixed` and `kept` (which the runtime keeps current itself).
+#[derive(Debug)]
+struct KeepingRuntime {
+    inner: Arc<dyn Runtime>,
+    fixed: &'static str,
+    kept: &'static str,
+}
+
+impl Runtime for KeepingRuntime {
+    fn name(&self) -> &str {
+        "keeping"
+    }
+
+    fn command(
+        &self,
+        action: RuntimeAction,
+        rootfs: &str,
+        env: &[(String, String)],
+    ) -> Option<RemoteCommand> {
+        self.inner.command(action, rootfs, env)
+    }
+
+    fn script(&self, action: RuntimeAction) -> Option<&str> {
+        self.inner.script(action)
+    }
+
+    fn files(
+        &self,
+        _action: RuntimeAction,
+        _host: &Host,
+    ) -> Vec<crate::install::runtime::RuntimeFile> {
+        [("fixed", self.fixed), ("kept", self.kept)]
+            .into_iter()
+            .map(|(name, text)| crate::install::runtime::RuntimeFile {
+                path: format!("/var/lib/airlock/cluster/{name}"),
+                bytes: text.as_bytes().to_vec(),
+                mode: "600",
+            })
+            .collect()
+    }
+
+    fn keeps_current(&self, file: &crate::install::runtime::RuntimeFile) -> bool {
+        file.path.ends_with("/kept")
+    }
+}
+
+#[tokio::test]
+async fn files_the_runtime_keeps_current_do_not_rerun_finished_steps() {
+    let with = |fixed: &'static str, kept: &'static str, markers: &BTreeMap<IpAddr, String>| {
+        let markers = markers.clone();
+        let mut f = setup(move |ip, fake| {
+            if let Some(m) = markers.get(&ip) {
+                fake.on(&["sh", "-c", MARKERS], FakeReply::exit(0, m));
+            }
+        });
+        f.install.plan.runtime = Arc::new(KeepingRuntime {
+            inner: f.install.plan.runtime.clone(),
+            fixed,
+            kept,
+        });
+        f
+    };
+    let first = with("a", "1", &BTreeMap::new());
+    first.install.run().await.unwrap();
+    let markers: BTreeMap<IpAddr, String> = first
+        .fakes
+        .iter()
+        .map(|(ip, f)| (*ip, markers_written(f)))
+        .collect();
+    // The kept file changed: nothing runs again.
+    let second = with("a", "2", &markers);
+    second.install.run().await.unwrap();
+    for fake in second.fakes.values() {
+        assert_eq!(
+            fake.calls().len(),
+            1,
+            "only the marker read: {:?}",
+            fake.commands()
+        );
+    }
+    // The other file changed: init and the joins run again.
+    let third = with("b", "2", &markers);
+    third.install.run().await.unwrap();
+    assert_eq!(
+        runs_of(&third.fakes[&ip("198.18.0.2")], &["sh", "scripts/init.sh"]),
+        1
+    );
+    let joined = third
+        .fakes
+        .values()
+        .filter(|f| runs_of(f, &["sh", "scripts/join.sh"]) == 1)
+        .count();
+    assert_eq!(joined, third.fakes.len() - 1);
+}

@@ -111,6 +111,15 @@ pub trait Runtime: Send + Sync + fmt::Debug {
         Vec::new()
     }
 
+    /// Whether the runtime keeps `file` (one of [`Runtime::files`]) current on running
+    /// hosts by itself: it changes when hosts join or leave (as [`MEMBERSHIP_VARS`]
+    /// do) or when certificates are renewed, so it stays out of the fingerprint of the
+    /// step that writes it and a finished step does not run again for it (no file by
+    /// default).
+    fn keeps_current(&self, _file: &RuntimeFile) -> bool {
+        false
+    }
+
     /// The command of `action` on `host`; by default [`Runtime::command`], the same on
     /// every host.
     fn host_command(

@@ -3,13 +3,20 @@
 //! shell scripts in the image's `bin/` that record their argv, with a nanosecond
 //! timestamp, and a copy of every `--config` file).
 //!
-//! 2 masters and 1 worker. Asserted: the order (base script everywhere, `kubeadm init`
+//! `kubernetes_runtime_orchestrates_...`: 2 masters and 1 worker. Asserted: the order (base script everywhere, `kubeadm init`
 //! on the first master only, a fresh join token then `kubeadm join` on the second
 //! master, then the worker, then labels and taints); the kubeadm files (endpoint,
 //! image repository, SANs, CIDRs in sealer's precedence: env over Clusterfile over the
 //! image over airlock's defaults); which host got which key; the worker's
 //! `airlock-lb` unit running with every master as a backend; `/etc/hosts`; the join
 //! token never on a command line; a re-run runs nothing.
+//!
+//! `kubernetes_join_masters_...`: 1 master and 1 worker, then `airlock join --masters`
+//! of a third host: the running master renewed (new API server certificate naming the
+//! new master) before the new master's `kubeadm join`, a failed join resumed, the new
+//! master's own etcd certificates from the same CA, the worker's `lb-backends` with
+//! both masters, a third join changing nothing; then `apply` with a third master
+//! renews both running masters, one after the other, before it joins.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -722,4 +729,326 @@ networking:
     );
     let active = tb.exec(3, &["systemctl", "is-active", "airlock-lb.service"]);
     assert_ne!(String::from_utf8_lossy(&active.stdout).trim(), "active");
+}
+
+/// The modification time of `path` on `host`, in nanoseconds (the clock of the calls).
+fn mtime_ns(tb: &Testbed, host: usize, path: &str) -> u128 {
+    let t = host_text(tb, host, &["stat", "-c", "%.9Y", path]);
+    t.trim().replace('.', "").parse().unwrap()
+}
+
+/// `openssl x509 -noout -ext subjectAltName` of a certificate on `host`.
+fn sans(tb: &Testbed, host: usize, path: &str) -> String {
+    host_text(
+        tb,
+        host,
+        &[
+            "openssl",
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            path,
+        ],
+    )
+}
+
+#[test]
+fn kubernetes_join_masters_renews_running_masters_first_on_kubeadm_doubles() {
+    let name = "kubernetes_join_masters_renews_running_masters_first_on_kubeadm_doubles";
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED {name}: {why}");
+        return;
+    }
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED {name}: openssl is missing (apt-get install openssl)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    ok(
+        airlock(&store)
+            .args(["build", "-t", "kube-doubles:v1"])
+            .arg(repo().join("tests/fixtures/kube-doubles"))
+            .output()
+            .unwrap(),
+        "airlock build",
+    );
+    let tb = Testbed::up(TestbedOptions {
+        hosts: 4,
+        systemd: true,
+        ..TestbedOptions::default()
+    })
+    .expect("testbed up");
+    let [m1, m2, w, m3] =
+        [tb.hosts[0], tb.hosts[1], tb.hosts[2], tb.hosts[3]].map(|ip| ip.to_string());
+    // One master and one worker first; the second master joins later, the third
+    // through `apply`.
+    let clusterfile = |masters: &str| {
+        format!(
+            "apiVersion: sealer.io/v2
+kind: Cluster
+metadata:
+  name: grow
+spec:
+  image: kube-doubles:v1
+  env: [ KubeRestartWait=0 ]
+  ssh:
+    user: root
+    pk: {key}
+  hosts:
+    - ips: [ {masters} ]
+      roles: [ master ]
+    - ips: [ {w} ]
+      roles: [ node ]
+",
+            key = tb.key.display()
+        )
+    };
+    let cf = work.path().join("Clusterfile");
+    std::fs::write(&cf, clusterfile(&m1)).unwrap();
+    ok(
+        airlock(&store)
+            .args(["run", "-f"])
+            .arg(&cf)
+            .arg("--yes")
+            .output()
+            .unwrap(),
+        "airlock run",
+    );
+    let stage = "/var/lib/airlock/cluster/kubernetes";
+    let applied = format!("{stage}/pki-applied");
+    let backends = format!("{stage}/lb-backends");
+    assert_eq!(
+        host_text(&tb, 3, &["cat", &backends]),
+        format!("{m1}:6443\n")
+    );
+    let apiserver = "/etc/kubernetes/pki/apiserver.crt";
+    let m1_cert = host_text(&tb, 1, &["sha256sum", apiserver]);
+    assert!(!sans(&tb, 1, apiserver).contains(&format!("IP Address:{m2}")));
+    // kube.sh recorded which PKI the first master's control plane started on.
+    assert_eq!(
+        host_text(&tb, 1, &["cat", &applied]).trim(),
+        m1_cert.split_whitespace().next().unwrap()
+    );
+    let before_join = calls(&tb).len();
+    let join = || {
+        airlock(&store)
+            .args(["join", "--masters", &m2, "--yes"])
+            .output()
+            .unwrap()
+    };
+
+    // The second master's kubeadm join fails (a double asked to): the first master
+    // was renewed before it, the worker still has the first master only.
+    ok(tb.exec(2, &["touch", "/etc/kube-doubles-fail"]), "touch");
+    let failed = join();
+    let t = text(&failed);
+    assert!(!failed.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("{m1}| restarted static pod kube-apiserver")),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{m1}| the API server answers /readyz again")),
+        "{t}"
+    );
+    assert!(t.contains("kubeadm join failed (exit 1)"), "{t}");
+    let renewed_at = mtime_ns(&tb, 1, &applied);
+    let log = calls(&tb);
+    let first_join = position(&log, &m2, "kubeadm", "join --config");
+    assert!(
+        renewed_at < log[first_join].at,
+        "renew on {m1} after the join: {log:#?}"
+    );
+    let m1_renewed = host_text(&tb, 1, &["sha256sum", apiserver]);
+    assert_ne!(
+        m1_renewed, m1_cert,
+        "the first master's API server certificate"
+    );
+    let m1_sans = sans(&tb, 1, apiserver);
+    assert!(
+        m1_sans.contains(&format!("IP Address:{m2}"))
+            && m1_sans.contains(&format!("IP Address:{m1}")),
+        "{m1_sans}"
+    );
+    assert_eq!(
+        host_text(&tb, 1, &["cat", &applied]).trim(),
+        m1_renewed.split_whitespace().next().unwrap()
+    );
+    assert_eq!(
+        host_text(&tb, 3, &["cat", &backends]),
+        format!("{m1}:6443\n")
+    );
+
+    // Fixed, the same join goes on: no second renewal, the second master joins (a
+    // fresh token first), the worker's load balancer gets both masters. The first
+    // master and the worker run no init or join again.
+    ok(tb.exec(2, &["rm", "/etc/kube-doubles-fail"]), "rm");
+    let joined = ok(join(), "airlock join --masters (again)");
+    assert!(
+        joined.contains(&format!("{m2} in cluster grow already")),
+        "{joined}"
+    );
+    assert_eq!(mtime_ns(&tb, 1, &applied), renewed_at, "renewed twice");
+    assert_eq!(host_text(&tb, 1, &["sha256sum", apiserver]), m1_renewed);
+    let log = calls(&tb);
+    let new = &log[before_join..];
+    let join_m2 = new
+        .iter()
+        .rposition(|c| c.host == m2 && c.args.starts_with("join --config"))
+        .unwrap();
+    let token = new
+        .iter()
+        .rposition(|c| c.host == m1 && c.args.contains("apply -f -"))
+        .unwrap();
+    assert!(token < join_m2, "{new:#?}");
+    for host in [&m1, &w] {
+        assert!(
+            new.iter()
+                .all(|c| c.host != *host || (c.program != "base" && c.program != "kubeadm")),
+            "{host} ran its init or join again: {new:#?}"
+        );
+    }
+    assert_eq!(
+        host_text(&tb, 3, &["cat", &backends]),
+        format!("{m1}:6443\n{m2}:6443\n")
+    );
+    // The second master: the same CAs, its own etcd certificates from the etcd CA.
+    let fetch = |host: usize, path: &str, local: &str| {
+        let p = work.path().join(local);
+        std::fs::write(&p, host_text(&tb, host, &["cat", path])).unwrap();
+        p
+    };
+    let etcd_ca = fetch(1, "/etc/kubernetes/pki/etcd/ca.crt", "etcd-ca.crt");
+    for (file, local) in [("server", "m2-server.crt"), ("peer", "m2-peer.crt")] {
+        let path = format!("/etc/kubernetes/pki/etcd/{file}.crt");
+        let cert = fetch(2, &path, local);
+        let verify = ok(
+            Command::new("openssl")
+                .arg("verify")
+                .arg("-CAfile")
+                .arg(&etcd_ca)
+                .arg(&cert)
+                .output()
+                .unwrap(),
+            "openssl verify",
+        );
+        assert!(verify.contains(": OK"), "{verify}");
+        let own = sans(&tb, 2, &path);
+        assert!(own.contains(&format!("IP Address:{m2}")), "{own}");
+        assert!(!own.contains(&format!("IP Address:{m1}")), "{own}");
+    }
+    for shared in ["ca.crt", "ca.key", "sa.pub", "etcd/ca.crt", "apiserver.crt"] {
+        let path = format!("/etc/kubernetes/pki/{shared}");
+        assert_eq!(
+            host_text(&tb, 1, &["sha256sum", &path]),
+            host_text(&tb, 2, &["sha256sum", &path]),
+            "{shared}"
+        );
+    }
+    assert_eq!(
+        host_text(&tb, 2, &["cat", &applied]).trim(),
+        m1_renewed.split_whitespace().next().unwrap()
+    );
+
+    // The same join once more changes nothing.
+    let before = calls(&tb).len();
+    ok(join(), "airlock join --masters (third time)");
+    let after = calls(&tb);
+    assert_eq!(after.len(), before, "a re-run ran {:#?}", &after[before..]);
+    assert_eq!(mtime_ns(&tb, 1, &applied), renewed_at);
+    assert_eq!(host_text(&tb, 1, &["sha256sum", apiserver]), m1_renewed);
+    assert_eq!(
+        host_text(&tb, 3, &["cat", &backends]),
+        format!("{m1}:6443\n{m2}:6443\n")
+    );
+
+    // Without a confirmation the PKI is not re-issued.
+    let kept_aside = || {
+        std::fs::read_dir(store.join("clusters/grow/kubernetes"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".old"))
+            .count()
+    };
+    let aside = kept_aside();
+    assert_eq!(aside, 1, "re-issued once for the second master");
+    let unconfirmed = airlock(&store)
+        .args(["join", "--masters", &m3])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(unconfirmed.status.code(), Some(2), "{}", text(&unconfirmed));
+    let asked = text(&unconfirmed);
+    assert!(asked.contains("pass --yes"), "{asked}");
+    assert!(
+        asked.contains(&format!(
+            "re-issuing the cluster's certificates for the new master(s) {m3}"
+        )),
+        "{asked}"
+    );
+    assert_eq!(kept_aside(), aside);
+
+    // `apply` with a third master: both running masters renewed, one after the
+    // other, before the third joins; the worker gets all three.
+    std::fs::write(&cf, clusterfile(&format!("{m1}, {m2}, {m3}"))).unwrap();
+    let before = calls(&tb).len();
+    let applied_out = ok(
+        airlock(&store)
+            .args(["apply", "-f"])
+            .arg(&cf)
+            .arg("--yes")
+            .output()
+            .unwrap(),
+        "airlock apply (three masters)",
+    );
+    for master in [&m1, &m2] {
+        assert!(
+            applied_out.contains(&format!("{master}| restarted static pod kube-apiserver")),
+            "{applied_out}"
+        );
+    }
+    let (renewed_m1, renewed_m2) = (mtime_ns(&tb, 1, &applied), mtime_ns(&tb, 2, &applied));
+    let log = calls(&tb);
+    let join_m3 = position(&log[before..], &m3, "kubeadm", "join --config");
+    assert!(
+        renewed_at < renewed_m1 && renewed_m1 < renewed_m2 && renewed_m2 < log[before + join_m3].at,
+        "{log:#?}"
+    );
+    assert!(
+        applied_out.contains(&format!("for the new master(s) {m3}")),
+        "{applied_out}"
+    );
+    assert_eq!(kept_aside(), aside + 1);
+    let m1_sans = sans(&tb, 1, apiserver);
+    assert!(m1_sans.contains(&format!("IP Address:{m3}")), "{m1_sans}");
+    assert_eq!(
+        host_text(&tb, 3, &["cat", &backends]),
+        format!("{m1}:6443\n{m2}:6443\n{m3}:6443\n")
+    );
+    let current = host_text(&tb, 1, &["sha256sum", apiserver]);
+    for host in [2, 4] {
+        assert_eq!(host_text(&tb, host, &["sha256sum", apiserver]), current);
+    }
+
+    // Joining the worker as a master is refused before anything changes.
+    let refused = airlock(&store)
+        .args(["join", "--masters", &w, "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("delete it first"),
+        "{}",
+        text(&refused)
+    );
+    ok(
+        airlock(&store)
+            .args(["delete", "--all", "--yes"])
+            .output()
+            .unwrap(),
+        "airlock delete --all",
+    );
 }

@@ -9,6 +9,8 @@
 //! 3. [`lb`] is the TCP load balancer a worker runs on 127.0.0.1:6443 in front of
 //!    every API server, with HTTPS `/readyz` health checks, so that a cluster needs
 //!    no external load balancer to be highly available.
+//! 4. [`runtime`] is the runtime the install engine drives (kubeadm over SSH), and
+//!    [`scale`] keeps running masters and workers current when masters join.
 //!
 //! kubeadm itself (init, join, upgrade) is driven by the install engine; see
 //! `docs/kubernetes.md` for what is built so far.
@@ -18,3 +20,4 @@ pub mod kubeconfig;
 pub mod lb;
 pub mod pki;
 pub mod runtime;
+pub mod scale;

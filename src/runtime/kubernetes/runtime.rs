@@ -22,9 +22,11 @@
 //!    (`kube.sh ready`).
 //! 5. `airlock check --post` and `airlock reset`/`delete` run `check.sh` and
 //!    `uninstall.sh` from the staging directory (recorded by the engine).
-//! 6. Afterwards, [`renew_pki`] re-issues the PKI from its CAs (`airlock cert renew`),
-//!    [`master_files`] and [`kube_sh_file`] stage it on masters, and
-//!    [`lb_backends_file`] rewrites the workers' backends when masters leave.
+//! 6. Afterwards, [`renew_pki`] re-issues the PKI from its CAs (`airlock cert renew`,
+//!    and [`KubernetesRuntime::issue_for_new_masters`] when a master is not in it yet:
+//!    adding masters), [`master_files`] and [`kube_sh_file`] stage it on masters, and
+//!    [`lb_backends_file`] rewrites the workers' backends when masters join or leave
+//!    ([`super::scale`] keeps running hosts current).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -71,15 +73,28 @@ pub enum KubernetesError {
         "image {0}: no Kubernetes version (set KUBEVERSION or LABEL io.airlock.runtime-version in its Kubefile)"
     )]
     NoVersion(String),
-    /// A master is not in the PKI made when the cluster was created.
+    /// The Clusterfile lists a master first that is not the one the cluster was
+    /// created on (the first master runs `kubeadm init` and keeps the registry).
     #[error(
-        "master {ip} is not in the cluster's PKI ({dir}): adding masters to a running cluster is not supported yet; add it as a node, or re-create the cluster"
+        "master {listed} is listed first, but the cluster's PKI ({dir}) was made with {created} as the first master: list {created} first under spec.hosts (new masters can come after it)"
     )]
-    NewMaster {
-        /// The master.
-        ip: IpAddr,
+    FirstMasterChanged {
+        /// The master listed first.
+        listed: IpAddr,
+        /// The node name of the first master the PKI was made with.
+        created: String,
         /// The PKI's directory.
         dir: PathBuf,
+    },
+    /// A command on a host failed while its Kubernetes files were brought up to date.
+    #[error("{host}: {doing}: {source} (run the same command again)")]
+    Remote {
+        /// The host.
+        host: IpAddr,
+        /// What was being done.
+        doing: &'static str,
+        /// The failure.
+        source: crate::remote::RemoteError,
     },
     /// A certificate does not parse.
     #[error("{path}: {message}")]
@@ -93,12 +108,19 @@ pub enum KubernetesError {
 
 /// The Kubernetes runtime of one cluster, ready to give each host its files and commands.
 pub struct KubernetesRuntime {
-    data_root: String,
-    first: IpAddr,
-    masters: Vec<IpAddr>,
+    pub(super) data_root: String,
+    pub(super) first: IpAddr,
+    pub(super) masters: Vec<IpAddr>,
     config: KubeadmConfig,
     /// The PKI by relative path (`pki/ca.crt`, `nodes/<name>/kubelet.conf`).
-    pki: BTreeMap<String, (String, bool)>,
+    pub(super) pki: BTreeMap<String, (String, bool)>,
+    /// How long `kube.sh renew` keeps the static pods aside, in seconds (env
+    /// `KubeRestartWait`).
+    pub(super) restart_wait: String,
+    /// Where the PKI and the token are kept.
+    state_dir: PathBuf,
+    /// Masters not in the PKI yet: [`KubernetesRuntime::issue_for_new_masters`].
+    new_masters: Vec<IpAddr>,
     token: Secret,
     ca_cert_hash: String,
     containerd: String,
@@ -132,7 +154,9 @@ pub struct ImageInputs<'a> {
 
 impl KubernetesRuntime {
     /// Merge the kubeadm configuration and load (or make, the first time) the PKI and
-    /// the bootstrap token under `state_dir`.
+    /// the bootstrap token under `state_dir`. Masters not in the PKI (added to a
+    /// running cluster) are only noted: [`KubernetesRuntime::issue_for_new_masters`]
+    /// re-issues the PKI for them once the operator confirmed, before any host runs.
     pub fn prepare(
         spec: &ClusterSpec,
         image: ImageInputs<'_>,
@@ -158,15 +182,17 @@ impl KubernetesRuntime {
             .map(String::as_str);
         let config = KubeadmConfig::merge(&inputs, image_doc, clusterfile_kubeadm)?;
         let pki = load_or_make_pki(state_dir, &config, &masters, version, now)?;
-        for ip in &masters {
-            let first = masters.first() == Some(ip);
-            if !first && !pki.contains_key(&format!("nodes/{ip}/pki/etcd/server.crt")) {
-                return Err(KubernetesError::NewMaster {
-                    ip: *ip,
-                    dir: state_dir.to_path_buf(),
-                });
-            }
+        let first = spec.first_master().ip;
+        if let Some(created) = pki_first_master(&pki)
+            && created != node_name(first)
+        {
+            return Err(KubernetesError::FirstMasterChanged {
+                listed: first,
+                created,
+                dir: state_dir.to_path_buf(),
+            });
         }
+        let new_masters = missing_masters(&pki, &masters);
         let token = load_or_make_token(state_dir)?;
         let ca = pki.get("pki/ca.crt").map(|(c, _)| c.as_str()).unwrap_or("");
         let ca_cert_hash = ca_public_key_hash(ca)?;
@@ -187,7 +213,10 @@ impl KubernetesRuntime {
             .unwrap_or(DEFAULT_READY_WAIT);
         Ok(Self {
             data_root: spec.data_root.clone(),
-            first: spec.first_master().ip,
+            first,
+            restart_wait: restart_wait(spec),
+            state_dir: state_dir.to_path_buf(),
+            new_masters,
             containerd: kubeadm::containerd_config(&kubeadm::pause_image(&registry, version)),
             marks: marks(spec),
             masters,
@@ -198,6 +227,24 @@ impl KubernetesRuntime {
             base_script,
             ready_wait,
         })
+    }
+
+    /// The masters of the Clusterfile that are not in the cluster's PKI yet.
+    pub fn new_masters(&self) -> &[IpAddr] {
+        &self.new_masters
+    }
+
+    /// Re-issue the PKI from its CAs for every master when some are new to it
+    /// ([`renew_pki`]: the new ones get their own etcd certificates and kubeconfigs,
+    /// the API server certificate names them). Call it before the engine runs: until
+    /// then a new master's files lack its certificates. Returns whether it re-issued.
+    pub fn issue_for_new_masters(&mut self, now: OffsetDateTime) -> Result<bool, KubernetesError> {
+        if self.new_masters.is_empty() {
+            return Ok(false);
+        }
+        self.pki = renew_pki(&self.state_dir, &self.masters, &[], now)?;
+        self.new_masters.clear();
+        Ok(true)
     }
 
     fn stage(&self) -> String {
@@ -351,6 +398,17 @@ impl Runtime for KubernetesRuntime {
             out.push(lb_backends_file(&self.data_root, &self.masters));
         }
         out
+    }
+
+    /// The PKI (renewed on running masters by `kube.sh renew`), the workers'
+    /// `lb-backends` (rewritten when masters join or leave) and the kubeadm file
+    /// (its certSANs list every master; kubeadm reads it only to init or join, which
+    /// a node that runs does not do again).
+    fn keeps_current(&self, file: &RuntimeFile) -> bool {
+        let stage = self.stage();
+        file.path.strip_prefix(stage.as_str()).is_some_and(|rel| {
+            rel.starts_with("/etc/") || rel == "/lb-backends" || rel == "/kubeadm.yaml"
+        })
     }
 
     fn before_join(&self, _host: &Host, rootfs: &str) -> Option<RemoteCommand> {
@@ -541,6 +599,36 @@ pub fn node_name(ip: IpAddr) -> String {
     ip.to_string()
 }
 
+/// How long `kube.sh renew` keeps the static pods aside: the cluster env's
+/// `KubeRestartWait`, 20 seconds by default.
+pub fn restart_wait(spec: &ClusterSpec) -> String {
+    spec.env
+        .get("KubeRestartWait")
+        .cloned()
+        .unwrap_or_else(|| "20".to_string())
+}
+
+/// The masters that have no files of their own in `pki` yet (`nodes/<name>/`).
+pub fn missing_masters(pki: &BTreeMap<String, (String, bool)>, masters: &[IpAddr]) -> Vec<IpAddr> {
+    masters
+        .iter()
+        .filter(|ip| !pki.contains_key(&format!("nodes/{}/pki/etcd/server.crt", node_name(**ip))))
+        .copied()
+        .collect()
+}
+
+/// The node name of the master `pki` was made with first: the one whose etcd
+/// serving certificate is also the layout's own (`pki/etcd/server.crt`).
+fn pki_first_master(pki: &BTreeMap<String, (String, bool)>) -> Option<String> {
+    let top = pki.get("pki/etcd/server.crt")?;
+    pki.iter().find_map(|(path, file)| {
+        let name = path
+            .strip_prefix("nodes/")?
+            .strip_suffix("/pki/etcd/server.crt")?;
+        (file == top).then(|| name.to_string())
+    })
+}
+
 /// `label NODE K=V` and `taint NODE T` lines for every host's labels and taints.
 fn marks(spec: &ClusterSpec) -> String {
     let mut out = String::new();
@@ -685,14 +773,20 @@ pub fn ca_public_key_hash(ca_pem: &str) -> Result<String, KubernetesError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::spec::clusterfile::Clusterfile;
 
-    const CF: &str = "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata:\n  name: k\nspec:\n  image: k:v1\n  ssh: { passwd: x }\n  env: [ SvcCIDR=10.200.0.0/16 ]\n  hosts:\n    - ips: [ 198.18.0.2, 198.18.0.3 ]\n      roles: [ master ]\n    - ips: [ 198.18.0.4 ]\n      roles: [ node ]\n      labels: { disk: ssd }\n      taints: [ \"gpu=yes:NoSchedule\" ]\n";
-
-    fn prepare(dir: &Path) -> (ClusterSpec, KubernetesRuntime) {
-        let cf = Clusterfile::parse("Clusterfile", CF).unwrap();
+    /// A cluster with these masters (`198.18.0.2, 198.18.0.3`) and the worker
+    /// 198.18.0.4, prepared with its state under `dir`.
+    pub(in super::super) fn prepare_with(
+        dir: &Path,
+        masters: &str,
+    ) -> Result<(ClusterSpec, KubernetesRuntime), KubernetesError> {
+        let text = format!(
+            "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata:\n  name: k\nspec:\n  image: k:v1\n  ssh: {{ passwd: x }}\n  env: [ SvcCIDR=10.200.0.0/16, KubeRestartWait=0 ]\n  hosts:\n    - ips: [ {masters} ]\n      roles: [ master ]\n    - ips: [ 198.18.0.4 ]\n      roles: [ node ]\n      labels: {{ disk: ssd }}\n      taints: [ \"gpu=yes:NoSchedule\" ]\n"
+        );
+        let cf = Clusterfile::parse("Clusterfile", &text).unwrap();
         let spec = cf.resolve(&|_| None).unwrap();
         let files = ImageFiles::default();
         let rt = KubernetesRuntime::prepare(
@@ -706,9 +800,128 @@ mod tests {
             &[],
             dir,
             OffsetDateTime::now_utc(),
-        )
-        .unwrap();
-        (spec, rt)
+        )?;
+        Ok((spec, rt))
+    }
+
+    fn prepare(dir: &Path) -> (ClusterSpec, KubernetesRuntime) {
+        prepare_with(dir, "198.18.0.2, 198.18.0.3").unwrap()
+    }
+
+    /// The IP addresses among the SANs of a PEM certificate.
+    fn san_ips(pem: &str) -> Vec<IpAddr> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                    4 => Some(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap())),
+                    16 => Some(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adding_a_master_reissues_the_pki_from_the_same_cas() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, one) = prepare_with(dir.path(), "198.18.0.2").unwrap();
+        let m2: IpAddr = "198.18.0.3".parse().unwrap();
+        assert!(!san_ips(&one.pki["pki/apiserver.crt"].0).contains(&m2));
+        assert_eq!(missing_masters(&one.pki, &[one.first, m2]), vec![m2]);
+        let (spec, mut two) = prepare_with(dir.path(), "198.18.0.2, 198.18.0.3").unwrap();
+        // Preparing changes nothing yet (the operator has not confirmed).
+        assert_eq!(two.new_masters(), [m2]);
+        assert_eq!(two.pki, one.pki);
+        assert!(
+            two.issue_for_new_masters(OffsetDateTime::now_utc())
+                .unwrap()
+        );
+        assert!(two.new_masters().is_empty());
+        for kept in [
+            "pki/ca.crt",
+            "pki/ca.key",
+            "pki/front-proxy-ca.key",
+            "pki/etcd/ca.crt",
+            "pki/etcd/ca.key",
+            "pki/sa.key",
+            "pki/sa.pub",
+        ] {
+            assert_eq!(two.pki[kept], one.pki[kept], "{kept}");
+        }
+        // The new master has its own etcd certificates and kubeconfigs; the API
+        // server certificate names both masters; the first master is still first.
+        assert!(missing_masters(&two.pki, &spec.master_ips()).is_empty());
+        for own in ["pki/etcd/server.crt", "pki/etcd/peer.key", "kubelet.conf"] {
+            assert!(
+                two.pki.contains_key(&format!("nodes/198.18.0.3/{own}")),
+                "{own}"
+            );
+        }
+        let ips = san_ips(&two.pki["pki/apiserver.crt"].0);
+        assert!(ips.contains(&m2) && ips.contains(&two.first), "{ips:?}");
+        assert_eq!(pki_first_master(&two.pki).as_deref(), Some("198.18.0.2"));
+        assert_eq!(
+            san_ips(&two.pki["nodes/198.18.0.3/pki/etcd/server.crt"].0)[0],
+            m2
+        );
+        // The old files are kept aside; the next run re-issues nothing.
+        let aside = fs_err::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".old"))
+            .count();
+        assert_eq!(aside, 1);
+        let (_, mut again) = prepare_with(dir.path(), "198.18.0.2, 198.18.0.3").unwrap();
+        assert!(again.new_masters().is_empty());
+        assert!(
+            !again
+                .issue_for_new_masters(OffsetDateTime::now_utc())
+                .unwrap()
+        );
+        assert_eq!(again.pki, two.pki);
+        // Another master listed first is refused, naming the one to list first.
+        let err = prepare_with(dir.path(), "198.18.0.9, 198.18.0.2")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("198.18.0.9 is listed first") && err.contains("list 198.18.0.2 first"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_files_kept_current_stay_out_of_step_fingerprints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, rt) = prepare(dir.path());
+        let kept = |action, host| -> Vec<String> {
+            let files = rt.files(action, host);
+            paths(
+                &files
+                    .into_iter()
+                    .filter(|f| rt.keeps_current(f))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let first = kept(RuntimeAction::Init, &spec.hosts[0]);
+        assert!(first.contains(&"kubeadm.yaml".to_string()), "{first:?}");
+        assert!(
+            first.contains(&"etc/pki/apiserver.crt".to_string()),
+            "{first:?}"
+        );
+        assert!(
+            first
+                .iter()
+                .all(|p| p == "kubeadm.yaml" || p.starts_with("etc/"))
+        );
+        let worker = kept(RuntimeAction::Join, &spec.hosts[2]);
+        assert_eq!(worker, ["kubeadm.yaml", "lb-backends"]);
     }
 
     fn paths(files: &[RuntimeFile]) -> Vec<String> {
