@@ -787,3 +787,100 @@ fn ok_bytes(out: Output) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// A `helm` TEST DOUBLE: answers `helm version`, and for `helm template NAME DIR`
+/// records its argv and prints what a real helm would render from the test's chart
+/// (whose image is built by a template helper, so values.yaml alone does not name it).
+const HELM_DOUBLE: &str = r#"#!/bin/sh
+# helm TEST DOUBLE (airlock build test): records argv, prints a rendered Deployment.
+case "$1" in
+version) echo 'version.BuildInfo{Version:"v3-test-double"}' ;;
+template)
+    echo "$*" >> "$HELM_DOUBLE_LOG"
+    printf -- '---\n# Source: web/templates/deploy.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n        - name: web\n          image: "busybox:1.36"\n' ;;
+*) echo "helm double: unexpected $*" >&2; exit 1 ;;
+esac
+"#;
+
+/// With a helm on PATH, charts are rendered with `helm template` and the rendered
+/// images are fetched (here from Debian's docker-registry as the docker.io mirror);
+/// the chart's values.yaml alone names no image.
+#[test]
+fn charts_are_rendered_with_helm_template_when_helm_is_on_path() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(_) = crate::support::require("skopeo") else {
+        return;
+    };
+    let Some(registry) = crate::support::DockerRegistry::start(None) else {
+        return;
+    };
+    let addr = registry.addr.clone();
+    let layouts = tempfile::tempdir().unwrap();
+    let Some(layout) = crate::support::busybox_layout(layouts.path(), "1.36") else {
+        return;
+    };
+    ok(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:{}", layout.dir.display(), layout.tag))
+        .arg(format!("docker://{addr}/library/busybox:1.36"))
+        .output()
+        .unwrap());
+    let bin = tempfile::tempdir().unwrap();
+    let helm = bin.path().join("helm");
+    std::fs::write(&helm, HELM_DOUBLE).unwrap();
+    std::fs::set_permissions(&helm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = bin.path().join("helm-double.log");
+
+    let ctx = tempfile::tempdir().unwrap();
+    let chart = ctx.path().join("charts/web");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+    )
+    .unwrap();
+    std::fs::write(chart.join("values.yaml"), "replicas: 1\nflavour: tiny\n").unwrap();
+    std::fs::write(
+        chart.join("templates/deploy.yaml"),
+        "image: {{ include \"web.image\" . }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.path().join("Kubefile"),
+        "FROM scratch\nCOPY charts charts\n",
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["build", "-t", "charted:v1", "--registry-mirror"])
+        .arg(format!("docker.io=http://{addr}"))
+        .arg(ctx.path())
+        .env("PATH", path)
+        .env("HELM_DOUBLE_LOG", &log)
+        .output()
+        .unwrap();
+    ok(out);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    // One chart, rendered from the copy of its rootfs directory the build makes.
+    assert!(
+        calls.starts_with("template airlock-discovery ")
+            && calls.lines().count() == 1
+            && calls.trim_end().ends_with("charts_web"),
+        "{calls}"
+    );
+    let store = Store::open(root.path()).unwrap();
+    let image = ClusterImage::load(&store, "docker.io/library/charted:v1").unwrap();
+    let refs: Vec<String> = image
+        .container_images
+        .iter()
+        .map(|(r, _)| r.to_string())
+        .collect();
+    assert_eq!(refs, ["docker.io/library/busybox:1.36"]);
+}
