@@ -851,11 +851,9 @@ fn charts_are_rendered_with_helm_template_when_helm_is_on_path() {
     )
     .unwrap();
     let root = tempfile::tempdir().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let mut path = std::ffi::OsString::from(bin.path());
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
     let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
         .arg("--root")
         .arg(root.path())
