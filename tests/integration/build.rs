@@ -852,8 +852,7 @@ fn charts_are_rendered_with_helm_template_when_helm_is_on_path() {
     .unwrap();
     let root = tempfile::tempdir().unwrap();
     let mut path = std::ffi::OsString::from(bin.path());
-    path.push(":");
-    path.push(std::env::var_os("PATH").unwrap_or_default());
+    path.push(":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
         .arg("--root")
         .arg(root.path())
