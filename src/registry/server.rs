@@ -49,9 +49,9 @@ pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 /// Header every distribution response carries.
 const API_VERSION: &str = "docker-distribution-api-version";
 /// Size of the windows blobs are streamed in (one memory map each).
-const CHUNK_SIZE: usize = 512 * 1024;
+const CHUNK_SIZE: usize = 2 * 1024 * 1024;
 /// Chunks a blob's reader may be ahead of its connection.
-const CHUNKS_AHEAD: usize = 4;
+const CHUNKS_AHEAD: usize = 2;
 
 /// How the registry behaves.
 #[derive(Clone, Debug)]
