@@ -26,20 +26,26 @@
 //! 1. `upload-probe.sh` reports `present` (the destination already matches) or how
 //!    many bytes of `<path>.airlock-part` arrived in an earlier attempt.
 //! 2. `upload-append.sh` appends stdin to the part file; the local region is read
-//!    in 1 MiB chunks from that offset and streamed (the prefix is hashed locally
-//!    without sending when no SHA-256 was given).
+//!    in [`CHUNK`]s from that offset and streamed (the prefix is hashed locally
+//!    without sending when no SHA-256 was given). A ping follows each chunk and at
+//!    most [`IN_FLIGHT`] bytes go out before the server has answered the ping
+//!    behind them, so the connection's output buffer stays small (see [`Pacer`]).
 //! 3. `upload-commit.sh` hashes the part on the far side, deletes it and fails with
 //!    [`RemoteError::TransferCorrupt`] on mismatch, else chmods and renames it.
 
+use std::collections::VecDeque;
+use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 
 use russh::client::{self, Handle, KeyboardInteractiveAuthResponse};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelWriteHalf, Disconnect};
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::known_hosts::{HostKeyInfo, KnownHosts, host_label};
@@ -54,7 +60,9 @@ const COMMIT_SCRIPT: &str = include_str!("scripts/upload-commit.sh");
 /// Exit status of `upload-commit.sh` when the digest does not match.
 const CORRUPT_STATUS: i32 = 86;
 /// Bytes read from the local file and handed to the channel at once.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 128 << 10;
+/// Bytes of an upload sent but not yet acknowledged by the server (see [`Pacer`]).
+const IN_FLIGHT: u64 = 512 << 10;
 
 /// How to log in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -438,7 +446,7 @@ impl SshRemote {
         };
         let feeder = async {
             let tx = start_rx.await.map_err(|_| FeedError::NotStarted)?;
-            feed(tx, stdin).await
+            feed(&self.handle, tx, stdin).await
         };
         let reading = reader.read(rx);
         tokio::pin!(reading, feeder);
@@ -791,7 +799,11 @@ enum FeedError {
     },
 }
 
-async fn feed(tx: ChannelWriteHalf<client::Msg>, stdin: Stdin<'_>) -> Result<Fed, FeedError> {
+async fn feed(
+    handle: &Handle<PinningHandler>,
+    tx: ChannelWriteHalf<client::Msg>,
+    stdin: Stdin<'_>,
+) -> Result<Fed, FeedError> {
     let fed = match stdin {
         Stdin::Bytes(bytes) => {
             let sent = bytes.as_ref().map_or(0, Vec::len) as u64;
@@ -805,7 +817,7 @@ async fn feed(tx: ChannelWriteHalf<client::Msg>, stdin: Stdin<'_>) -> Result<Fed
             from,
             hash,
             progress,
-        } => match send_region(&tx, source, from, hash, progress).await {
+        } => match send_region(handle, &tx, source, from, hash, progress).await {
             Ok(fed) => fed,
             Err(e) => {
                 let _ = tx.close().await;
@@ -818,6 +830,7 @@ async fn feed(tx: ChannelWriteHalf<client::Msg>, stdin: Stdin<'_>) -> Result<Fed
 }
 
 async fn send_region(
+    handle: &Handle<PinningHandler>,
     tx: &ChannelWriteHalf<client::Msg>,
     source: &UploadSource,
     from: u64,
@@ -828,37 +841,29 @@ async fn send_region(
         path: source.path.clone(),
         source: source_error,
     };
-    let mut file = tokio::fs::File::open(&source.path).await.map_err(local)?;
-    file.seek(std::io::SeekFrom::Start(source.offset))
-        .await
-        .map_err(local)?;
+    let file = Arc::new(std::fs::File::open(&source.path).map_err(local)?);
     let mut hasher = hash.then(Sha256::new);
-    let mut position = 0u64;
-    if hasher.is_none() {
-        // Nothing to hash in the prefix: start at the resume point.
-        file.seek(std::io::SeekFrom::Start(source.offset + from))
-            .await
-            .map_err(local)?;
-        position = from;
-    }
+    // Nothing to hash in the prefix: start at the resume point.
+    let mut position = if hasher.is_some() { 0 } else { from };
+    let mut pacer = Pacer::new(handle);
     let mut sent = 0u64;
     progress(from);
     while position < source.len {
         let want = usize::try_from(source.len - position)
             .unwrap_or(usize::MAX)
             .min(CHUNK);
-        let mut chunk = vec![0u8; want];
-        let mut filled = 0;
-        while filled < want {
-            let n = file.read(&mut chunk[filled..]).await.map_err(local)?;
-            if n == 0 {
-                return Err(local(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("file ends before offset {} + {}", source.offset, source.len),
-                )));
-            }
-            filled += n;
-        }
+        let chunk = read_at(&file, source.offset + position, want)
+            .await
+            .map_err(|e| {
+                local(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("file ends before offset {} + {}", source.offset, source.len),
+                    )
+                } else {
+                    e
+                })
+            })?;
         if let Some(hasher) = &mut hasher {
             hasher.update(&chunk);
         }
@@ -867,8 +872,10 @@ async fn send_region(
             let skip = usize::try_from(from.saturating_sub(position)).unwrap_or(0);
             let mut bytes = bytes::Bytes::from(chunk);
             let tail = bytes.split_off(skip);
+            pacer.room(sent, tail.len() as u64).await;
             sent += tail.len() as u64;
             tx.data_bytes(tail).await.map_err(FeedError::Channel)?;
+            pacer.sent(sent);
             progress(chunk_end);
         }
         position = chunk_end;
@@ -877,6 +884,71 @@ async fn send_region(
         sent,
         sha256: hasher.map(|h| hex::encode(h.finalize())),
     })
+}
+
+/// `len` bytes of `file` at `at`, read on tokio's blocking pool straight into the
+/// buffer that is then sent (no second buffer as `tokio::fs::File` keeps).
+async fn read_at(file: &Arc<std::fs::File>, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let file = Arc::clone(file);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, at)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Keeps an upload at most [`IN_FLIGHT`] bytes ahead of what the server has received.
+///
+/// russh moves everything a channel may send (up to the server's window, 2 MiB for
+/// OpenSSH) into the connection's output buffer before writing it, and that buffer
+/// keeps its largest size for the life of the connection: with one connection per
+/// host, the operator held MiBs per host. A ping (`keepalive@openssh.com`, answered
+/// by the server in order) follows each chunk; before more is sent, the pings older
+/// than the last [`IN_FLIGHT`] bytes are awaited. The pings are pipelined, so on a
+/// LAN this costs no throughput; over a long link an upload runs at most at
+/// `IN_FLIGHT` per round trip.
+struct Pacer<'h> {
+    handle: &'h Handle<PinningHandler>,
+    /// Unanswered pings, oldest first, each with the bytes sent before it.
+    pings: VecDeque<(u64, BoxFuture<'h, Result<(), russh::Error>>)>,
+    /// Bytes the server has received (as far as answered pings tell).
+    acked: u64,
+}
+
+impl<'h> Pacer<'h> {
+    fn new(handle: &'h Handle<PinningHandler>) -> Self {
+        Self {
+            handle,
+            pings: VecDeque::new(),
+            acked: 0,
+        }
+    }
+
+    /// `sent` bytes have been handed to the channel: queue a ping behind them.
+    fn sent(&mut self, sent: u64) {
+        let mut ping = self.handle.send_ping().boxed();
+        // One poll queues it now, behind the data; the answer is awaited in `room`.
+        // Ready already means the session is gone: sending will say so.
+        if (&mut ping).now_or_never().is_some() {
+            self.acked = sent;
+        } else {
+            self.pings.push_back((sent, ping));
+        }
+    }
+
+    /// Wait until `next` more bytes keep at most [`IN_FLIGHT`] unacknowledged.
+    async fn room(&mut self, sent: u64, next: u64) {
+        while sent + next > self.acked + IN_FLIGHT {
+            let Some((at, ping)) = self.pings.pop_front() else {
+                return;
+            };
+            // An error means the session ended; the next send reports it.
+            let _ = ping.await;
+            self.acked = at;
+        }
+    }
 }
 
 /// Reads one channel to its end, answering sudo and releasing stdin at the right time.
