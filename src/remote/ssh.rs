@@ -887,11 +887,14 @@ async fn send_region(
 }
 
 /// `len` bytes of `file` at `at`, read on tokio's blocking pool straight into the
-/// buffer that is then sent (no second buffer as `tokio::fs::File` keeps).
+/// buffer that is then sent (no second buffer as `tokio::fs::File` keeps). The
+/// buffer is allocated here, on a runtime worker, not on the blocking thread: each
+/// thread that allocates gets its own malloc arena, and dozens of blocking threads
+/// each holding a few freed chunks add up.
 async fn read_at(file: &Arc<std::fs::File>, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
     let file = Arc::clone(file);
+    let mut buf = vec![0u8; len];
     tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, at)?;
         Ok(buf)
     })
