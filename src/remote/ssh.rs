@@ -29,7 +29,7 @@
 //!    in [`CHUNK`]s from that offset and streamed (the prefix is hashed locally
 //!    without sending when no SHA-256 was given). A ping follows each chunk and at
 //!    most [`IN_FLIGHT`] bytes go out before the server has answered the ping
-//!    behind them, so the connection's output buffer stays small (see [`Pacer`]).
+//!    behind them, so the connection's output buffers stay small (see [`Pacer`]).
 //! 3. `upload-commit.sh` hashes the part on the far side, deletes it and fails with
 //!    [`RemoteError::TransferCorrupt`] on mismatch, else chmods and renames it.
 
@@ -905,12 +905,12 @@ async fn read_at(file: &Arc<std::fs::File>, at: u64, len: usize) -> std::io::Res
 /// Keeps an upload at most [`IN_FLIGHT`] bytes ahead of what the server has received.
 ///
 /// russh moves everything a channel may send (up to the server's window, 2 MiB for
-/// OpenSSH) into the connection's output buffer before writing it, and that buffer
-/// keeps its largest size for the life of the connection: with one connection per
+/// OpenSSH) into the connection's output buffers before writing them, and those
+/// keep their largest size for the life of the connection: with one connection per
 /// host, the operator held MiBs per host. A ping (`keepalive@openssh.com`, answered
 /// by the server in order) follows each chunk; before more is sent, the pings older
-/// than the last [`IN_FLIGHT`] bytes are awaited. The pings are pipelined, so on a
-/// LAN this costs no throughput; over a long link an upload runs at most at
+/// than the last [`IN_FLIGHT`] bytes are awaited. The pings are pipelined, so a
+/// short round trip costs no throughput; over a long link an upload runs at most at
 /// `IN_FLIGHT` per round trip.
 struct Pacer<'h> {
     handle: &'h Handle<PinningHandler>,
