@@ -845,7 +845,8 @@ async fn send_region(
     let mut hasher = hash.then(Sha256::new);
     // Nothing to hash in the prefix: start at the resume point.
     let mut position = if hasher.is_some() { 0 } else { from };
-    let mut pacer = Pacer::new(handle);
+    // A failed ping means the session ended; the next send reports it.
+    let mut pacer = Pacer::new(|| handle.send_ping().map(|_| ()).boxed());
     let mut sent = 0u64;
     progress(from);
     while position < source.len {
@@ -912,18 +913,19 @@ async fn read_at(file: &Arc<std::fs::File>, at: u64, len: usize) -> std::io::Res
 /// than the last [`IN_FLIGHT`] bytes are awaited. The pings are pipelined, so a
 /// short round trip costs no throughput; over a long link an upload runs at most at
 /// `IN_FLIGHT` per round trip.
-struct Pacer<'h> {
-    handle: &'h Handle<PinningHandler>,
+struct Pacer<'h, P> {
+    /// Queues a ping behind what was sent; the future ends with the server's answer.
+    ping: P,
     /// Unanswered pings, oldest first, each with the bytes sent before it.
-    pings: VecDeque<(u64, BoxFuture<'h, Result<(), russh::Error>>)>,
+    pings: VecDeque<(u64, BoxFuture<'h, ()>)>,
     /// Bytes the server has received (as far as answered pings tell).
     acked: u64,
 }
 
-impl<'h> Pacer<'h> {
-    fn new(handle: &'h Handle<PinningHandler>) -> Self {
+impl<'h, P: Fn() -> BoxFuture<'h, ()>> Pacer<'h, P> {
+    fn new(ping: P) -> Self {
         Self {
-            handle,
+            ping,
             pings: VecDeque::new(),
             acked: 0,
         }
@@ -931,7 +933,7 @@ impl<'h> Pacer<'h> {
 
     /// `sent` bytes have been handed to the channel: queue a ping behind them.
     fn sent(&mut self, sent: u64) {
-        let mut ping = self.handle.send_ping().boxed();
+        let mut ping = (self.ping)();
         // One poll queues it now, behind the data; the answer is awaited in `room`.
         // Ready already means the session is gone: sending will say so.
         if (&mut ping).now_or_never().is_some() {
@@ -947,8 +949,7 @@ impl<'h> Pacer<'h> {
             let Some((at, ping)) = self.pings.pop_front() else {
                 return;
             };
-            // An error means the session ended; the next send reports it.
-            let _ = ping.await;
+            ping.await;
             self.acked = at;
         }
     }
@@ -1111,6 +1112,45 @@ mod tests {
         assert!(line.starts_with("sudo -S -p '[airlock-"), "{line}");
         assert!(line.contains("-- sh -c '"), "{line}");
         assert!(line.contains("id -u"), "{line}");
+    }
+
+    #[test]
+    fn pacer_waits_for_the_ping_behind_the_oldest_bytes_past_the_limit() {
+        // Each ping answers when its sender fires (or is dropped).
+        let answers: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
+        let queued = Arc::clone(&answers);
+        let mut pacer = Pacer::new(move || {
+            let (tx, rx) = oneshot::channel();
+            queued.lock().unwrap().push(tx);
+            rx.map(|_| ()).boxed()
+        });
+        let chunk = CHUNK as u64;
+        let mut sent = 0;
+        // Up to the limit, nothing waits.
+        while sent + chunk <= IN_FLIGHT {
+            assert!(pacer.room(sent, chunk).now_or_never().is_some(), "{sent}");
+            sent += chunk;
+            pacer.sent(sent);
+        }
+        assert_eq!(answers.lock().unwrap().len(), (IN_FLIGHT / chunk) as usize);
+        // One more chunk needs the first ping's answer, and only that one.
+        let mut room = Box::pin(pacer.room(sent, chunk));
+        assert!((&mut room).now_or_never().is_none());
+        answers.lock().unwrap().remove(1).send(()).unwrap();
+        assert!(
+            (&mut room).now_or_never().is_none(),
+            "a later answer let it on"
+        );
+        answers.lock().unwrap().remove(0).send(()).unwrap();
+        assert!((&mut room).now_or_never().is_some());
+        drop(room);
+        assert_eq!(pacer.acked, chunk);
+        // Two chunks past the limit wait for the two oldest pings still queued.
+        assert_eq!(pacer.pings.len(), (IN_FLIGHT / chunk) as usize - 1);
+        let mut room = Box::pin(pacer.room(sent, 2 * chunk));
+        assert!((&mut room).now_or_never().is_some(), "ping 2 was answered");
+        drop(room);
+        assert_eq!(pacer.acked, 2 * chunk);
     }
 
     #[test]
