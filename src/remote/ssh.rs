@@ -215,7 +215,8 @@ pub async fn scan_host_key(
 pub struct SshRemote {
     target: SshTarget,
     label: String,
-    handle: Handle<PinningHandler>,
+    /// Shared with the ping tasks of uploads (see [`Pacer`]).
+    handle: Arc<Handle<PinningHandler>>,
     host_key: HostKeyInfo,
     channels: Semaphore,
     /// Kept open while this connection runs through it.
@@ -253,7 +254,7 @@ impl SshRemote {
                         channels: Semaphore::new(target.max_channels.max(1)),
                         target,
                         label,
-                        handle,
+                        handle: Arc::new(handle),
                         host_key,
                         _bastion: bastion,
                     });
@@ -800,7 +801,7 @@ enum FeedError {
 }
 
 async fn feed(
-    handle: &Handle<PinningHandler>,
+    handle: &Arc<Handle<PinningHandler>>,
     tx: ChannelWriteHalf<client::Msg>,
     stdin: Stdin<'_>,
 ) -> Result<Fed, FeedError> {
@@ -830,7 +831,7 @@ async fn feed(
 }
 
 async fn send_region(
-    handle: &Handle<PinningHandler>,
+    handle: &Arc<Handle<PinningHandler>>,
     tx: &ChannelWriteHalf<client::Msg>,
     source: &UploadSource,
     from: u64,
@@ -845,8 +846,13 @@ async fn send_region(
     let mut hasher = hash.then(Sha256::new);
     // Nothing to hash in the prefix: start at the resume point.
     let mut position = if hasher.is_some() { 0 } else { from };
-    // A failed ping means the session ended; the next send reports it.
-    let mut pacer = Pacer::new(|| handle.send_ping().map(|_| ()).boxed());
+    let mut pacer = Pacer::new(|| {
+        let handle = Arc::clone(handle);
+        // A failed ping means the session ended; the next send reports it.
+        tokio::spawn(async move { handle.send_ping().await })
+            .map(|_| ())
+            .boxed()
+    });
     let mut sent = 0u64;
     progress(from);
     while position < source.len {
@@ -913,16 +919,20 @@ async fn read_at(file: &Arc<std::fs::File>, at: u64, len: usize) -> std::io::Res
 /// than the last [`IN_FLIGHT`] bytes are awaited. The pings are pipelined, so a
 /// short round trip costs no throughput; over a long link an upload runs at most at
 /// `IN_FLIGHT` per round trip.
-struct Pacer<'h, P> {
-    /// Queues a ping behind what was sent; the future ends with the server's answer.
+///
+/// Each ping runs as its own task: a ping future left unpolled while it waits for
+/// room in the connection's queue (10 messages) would hold that room once given it,
+/// and enough of them would stall the upload's own data.
+struct Pacer<P> {
+    /// Starts a ping behind what was sent; the future ends with the server's answer.
     ping: P,
     /// Unanswered pings, oldest first, each with the bytes sent before it.
-    pings: VecDeque<(u64, BoxFuture<'h, ()>)>,
+    pings: VecDeque<(u64, BoxFuture<'static, ()>)>,
     /// Bytes the server has received (as far as answered pings tell).
     acked: u64,
 }
 
-impl<'h, P: Fn() -> BoxFuture<'h, ()>> Pacer<'h, P> {
+impl<P: Fn() -> BoxFuture<'static, ()>> Pacer<P> {
     fn new(ping: P) -> Self {
         Self {
             ping,
@@ -931,16 +941,9 @@ impl<'h, P: Fn() -> BoxFuture<'h, ()>> Pacer<'h, P> {
         }
     }
 
-    /// `sent` bytes have been handed to the channel: queue a ping behind them.
+    /// `sent` bytes have been handed to the channel: start a ping behind them.
     fn sent(&mut self, sent: u64) {
-        let mut ping = (self.ping)();
-        // One poll queues it now, behind the data; the answer is awaited in `room`.
-        // Ready already means the session is gone: sending will say so.
-        if (&mut ping).now_or_never().is_some() {
-            self.acked = sent;
-        } else {
-            self.pings.push_back((sent, ping));
-        }
+        self.pings.push_back((sent, (self.ping)()));
     }
 
     /// Wait until `next` more bytes keep at most [`IN_FLIGHT`] unacknowledged.
