@@ -26,20 +26,26 @@
 //! 1. `upload-probe.sh` reports `present` (the destination already matches) or how
 //!    many bytes of `<path>.airlock-part` arrived in an earlier attempt.
 //! 2. `upload-append.sh` appends stdin to the part file; the local region is read
-//!    in 1 MiB chunks from that offset and streamed (the prefix is hashed locally
-//!    without sending when no SHA-256 was given).
+//!    in [`CHUNK`]s from that offset and streamed (the prefix is hashed locally
+//!    without sending when no SHA-256 was given). A ping follows each chunk and at
+//!    most [`IN_FLIGHT`] bytes go out before the server has answered the ping
+//!    behind them, so the connection's output buffers stay small (see [`Pacer`]).
 //! 3. `upload-commit.sh` hashes the part on the far side, deletes it and fails with
 //!    [`RemoteError::TransferCorrupt`] on mismatch, else chmods and renames it.
 
+use std::collections::VecDeque;
+use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 
 use russh::client::{self, Handle, KeyboardInteractiveAuthResponse};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelWriteHalf, Disconnect};
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::known_hosts::{HostKeyInfo, KnownHosts, host_label};
@@ -54,7 +60,9 @@ const COMMIT_SCRIPT: &str = include_str!("scripts/upload-commit.sh");
 /// Exit status of `upload-commit.sh` when the digest does not match.
 const CORRUPT_STATUS: i32 = 86;
 /// Bytes read from the local file and handed to the channel at once.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 128 << 10;
+/// Bytes of an upload sent but not yet acknowledged by the server (see [`Pacer`]).
+const IN_FLIGHT: u64 = 512 << 10;
 
 /// How to log in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,7 +215,8 @@ pub async fn scan_host_key(
 pub struct SshRemote {
     target: SshTarget,
     label: String,
-    handle: Handle<PinningHandler>,
+    /// Shared with the ping tasks of uploads (see [`Pacer`]).
+    handle: Arc<Handle<PinningHandler>>,
     host_key: HostKeyInfo,
     channels: Semaphore,
     /// Kept open while this connection runs through it.
@@ -245,7 +254,7 @@ impl SshRemote {
                         channels: Semaphore::new(target.max_channels.max(1)),
                         target,
                         label,
-                        handle,
+                        handle: Arc::new(handle),
                         host_key,
                         _bastion: bastion,
                     });
@@ -438,7 +447,7 @@ impl SshRemote {
         };
         let feeder = async {
             let tx = start_rx.await.map_err(|_| FeedError::NotStarted)?;
-            feed(tx, stdin).await
+            feed(&self.handle, tx, stdin).await
         };
         let reading = reader.read(rx);
         tokio::pin!(reading, feeder);
@@ -791,7 +800,11 @@ enum FeedError {
     },
 }
 
-async fn feed(tx: ChannelWriteHalf<client::Msg>, stdin: Stdin<'_>) -> Result<Fed, FeedError> {
+async fn feed(
+    handle: &Arc<Handle<PinningHandler>>,
+    tx: ChannelWriteHalf<client::Msg>,
+    stdin: Stdin<'_>,
+) -> Result<Fed, FeedError> {
     let fed = match stdin {
         Stdin::Bytes(bytes) => {
             let sent = bytes.as_ref().map_or(0, Vec::len) as u64;
@@ -805,7 +818,7 @@ async fn feed(tx: ChannelWriteHalf<client::Msg>, stdin: Stdin<'_>) -> Result<Fed
             from,
             hash,
             progress,
-        } => match send_region(&tx, source, from, hash, progress).await {
+        } => match send_region(handle, &tx, source, from, hash, progress).await {
             Ok(fed) => fed,
             Err(e) => {
                 let _ = tx.close().await;
@@ -818,6 +831,7 @@ async fn feed(tx: ChannelWriteHalf<client::Msg>, stdin: Stdin<'_>) -> Result<Fed
 }
 
 async fn send_region(
+    handle: &Arc<Handle<PinningHandler>>,
     tx: &ChannelWriteHalf<client::Msg>,
     source: &UploadSource,
     from: u64,
@@ -828,37 +842,35 @@ async fn send_region(
         path: source.path.clone(),
         source: source_error,
     };
-    let mut file = tokio::fs::File::open(&source.path).await.map_err(local)?;
-    file.seek(std::io::SeekFrom::Start(source.offset))
-        .await
-        .map_err(local)?;
+    let file = Arc::new(std::fs::File::open(&source.path).map_err(local)?);
     let mut hasher = hash.then(Sha256::new);
-    let mut position = 0u64;
-    if hasher.is_none() {
-        // Nothing to hash in the prefix: start at the resume point.
-        file.seek(std::io::SeekFrom::Start(source.offset + from))
-            .await
-            .map_err(local)?;
-        position = from;
-    }
+    // Nothing to hash in the prefix: start at the resume point.
+    let mut position = if hasher.is_some() { 0 } else { from };
+    let mut pacer = Pacer::new(|| {
+        let handle = Arc::clone(handle);
+        // A failed ping means the session ended; the next send reports it.
+        tokio::spawn(async move { handle.send_ping().await })
+            .map(|_| ())
+            .boxed()
+    });
     let mut sent = 0u64;
     progress(from);
     while position < source.len {
         let want = usize::try_from(source.len - position)
             .unwrap_or(usize::MAX)
             .min(CHUNK);
-        let mut chunk = vec![0u8; want];
-        let mut filled = 0;
-        while filled < want {
-            let n = file.read(&mut chunk[filled..]).await.map_err(local)?;
-            if n == 0 {
-                return Err(local(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("file ends before offset {} + {}", source.offset, source.len),
-                )));
-            }
-            filled += n;
-        }
+        let chunk = read_at(&file, source.offset + position, want)
+            .await
+            .map_err(|e| {
+                local(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("file ends before offset {} + {}", source.offset, source.len),
+                    )
+                } else {
+                    e
+                })
+            })?;
         if let Some(hasher) = &mut hasher {
             hasher.update(&chunk);
         }
@@ -867,8 +879,10 @@ async fn send_region(
             let skip = usize::try_from(from.saturating_sub(position)).unwrap_or(0);
             let mut bytes = bytes::Bytes::from(chunk);
             let tail = bytes.split_off(skip);
+            pacer.room(sent, tail.len() as u64).await;
             sent += tail.len() as u64;
             tx.data_bytes(tail).await.map_err(FeedError::Channel)?;
+            pacer.sent(sent);
             progress(chunk_end);
         }
         position = chunk_end;
@@ -877,6 +891,71 @@ async fn send_region(
         sent,
         sha256: hasher.map(|h| hex::encode(h.finalize())),
     })
+}
+
+/// `len` bytes of `file` at `at`, read on tokio's blocking pool straight into the
+/// buffer that is then sent (no second buffer as `tokio::fs::File` keeps). The
+/// buffer is allocated here, on a runtime worker, not on the blocking thread: each
+/// thread that allocates gets its own malloc arena, and dozens of blocking threads
+/// each holding a few freed chunks add up.
+async fn read_at(file: &Arc<std::fs::File>, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let file = Arc::clone(file);
+    let mut buf = vec![0u8; len];
+    tokio::task::spawn_blocking(move || {
+        file.read_exact_at(&mut buf, at)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Keeps an upload at most [`IN_FLIGHT`] bytes ahead of what the server has received.
+///
+/// russh moves everything a channel may send (up to the server's window, 2 MiB for
+/// OpenSSH) into the connection's output buffers before writing them, and those
+/// keep their largest size for the life of the connection: with one connection per
+/// host, the operator held MiBs per host. A ping (`keepalive@openssh.com`, answered
+/// by the server in order) follows each chunk; before more is sent, the pings older
+/// than the last [`IN_FLIGHT`] bytes are awaited. The pings are pipelined, so a
+/// short round trip costs no throughput; over a long link an upload runs at most at
+/// `IN_FLIGHT` per round trip.
+///
+/// Each ping runs as its own task: a ping future left unpolled while it waits for
+/// room in the connection's queue (10 messages) would hold that room once given it,
+/// and enough of them would stall the upload's own data.
+struct Pacer<P> {
+    /// Starts a ping behind what was sent; the future ends with the server's answer.
+    ping: P,
+    /// Unanswered pings, oldest first, each with the bytes sent before it.
+    pings: VecDeque<(u64, BoxFuture<'static, ()>)>,
+    /// Bytes the server has received (as far as answered pings tell).
+    acked: u64,
+}
+
+impl<P: Fn() -> BoxFuture<'static, ()>> Pacer<P> {
+    fn new(ping: P) -> Self {
+        Self {
+            ping,
+            pings: VecDeque::new(),
+            acked: 0,
+        }
+    }
+
+    /// `sent` bytes have been handed to the channel: start a ping behind them.
+    fn sent(&mut self, sent: u64) {
+        self.pings.push_back((sent, (self.ping)()));
+    }
+
+    /// Wait until `next` more bytes keep at most [`IN_FLIGHT`] unacknowledged.
+    async fn room(&mut self, sent: u64, next: u64) {
+        while sent + next > self.acked + IN_FLIGHT {
+            let Some((at, ping)) = self.pings.pop_front() else {
+                return;
+            };
+            ping.await;
+            self.acked = at;
+        }
+    }
 }
 
 /// Reads one channel to its end, answering sudo and releasing stdin at the right time.
@@ -1036,6 +1115,45 @@ mod tests {
         assert!(line.starts_with("sudo -S -p '[airlock-"), "{line}");
         assert!(line.contains("-- sh -c '"), "{line}");
         assert!(line.contains("id -u"), "{line}");
+    }
+
+    #[test]
+    fn pacer_waits_for_the_ping_behind_the_oldest_bytes_past_the_limit() {
+        // Each ping answers when its sender fires (or is dropped).
+        let answers: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
+        let queued = Arc::clone(&answers);
+        let mut pacer = Pacer::new(move || {
+            let (tx, rx) = oneshot::channel();
+            queued.lock().unwrap().push(tx);
+            rx.map(|_| ()).boxed()
+        });
+        let chunk = CHUNK as u64;
+        let mut sent = 0;
+        // Up to the limit, nothing waits.
+        while sent + chunk <= IN_FLIGHT {
+            assert!(pacer.room(sent, chunk).now_or_never().is_some(), "{sent}");
+            sent += chunk;
+            pacer.sent(sent);
+        }
+        assert_eq!(answers.lock().unwrap().len(), (IN_FLIGHT / chunk) as usize);
+        // One more chunk needs the first ping's answer, and only that one.
+        let mut room = Box::pin(pacer.room(sent, chunk));
+        assert!((&mut room).now_or_never().is_none());
+        answers.lock().unwrap().remove(1).send(()).unwrap();
+        assert!(
+            (&mut room).now_or_never().is_none(),
+            "a later answer let it on"
+        );
+        answers.lock().unwrap().remove(0).send(()).unwrap();
+        assert!((&mut room).now_or_never().is_some());
+        drop(room);
+        assert_eq!(pacer.acked, chunk);
+        // Two chunks past the limit wait for the two oldest pings still queued.
+        assert_eq!(pacer.pings.len(), (IN_FLIGHT / chunk) as usize - 1);
+        let mut room = Box::pin(pacer.room(sent, 2 * chunk));
+        assert!((&mut room).now_or_never().is_some(), "ping 2 was answered");
+        drop(room);
+        assert_eq!(pacer.acked, 2 * chunk);
     }
 
     #[test]

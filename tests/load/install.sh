@@ -2,9 +2,14 @@
 # Load on the installer: one install of the small hello example onto HOSTS testbed
 # hosts (default 64), the operator's peak RSS (VmHWM) sampled until it exits.
 # Passes when the install succeeds and the peak RSS is under RSS_LIMIT_MIB (200).
+# Also printed: the peak of the heap and other private memory (RssAnon) and of the
+# mapped files (RssFile: mostly the binary's own pages, large for a debug build).
 # Usage: tests/load/install.sh [path/to/airlock]   env: HOSTS (default 64),
-#        RSS_LIMIT_MIB (default 200). Needs root (the testbed), docker-registry,
-#        skopeo, python3; about 40 MB of memory per host (sshd + containerd).
+#        RSS_LIMIT_MIB (default 200), KEEP_LOG=FILE (copy the install's output there),
+#        HEAPTRACK=FILE (run the operator under heaptrack, profile to FILE.zst; the
+#        RSS then is heaptrack's too, so no limit is checked). Needs root (the
+#        testbed), docker-registry, skopeo, python3; about 40 MB of memory per host
+#        (sshd + containerd).
 set -euo pipefail
 airlock=$(realpath "${1:-target/debug/airlock}")
 hosts_n=${HOSTS:-64}
@@ -61,19 +66,28 @@ spec:
 YML
 
 export AIRLOCK_ROOT="$work/operator"
+wrap=()
+[ -n "${HEAPTRACK:-}" ] && wrap=(heaptrack -o "$HEAPTRACK")
 start=$(date +%s)
-"$work/hello-cluster.run" install -f "$work/Clusterfile" --yes >"$work/install.log" 2>&1 &
+"${wrap[@]}" "$work/hello-cluster.run" install -f "$work/Clusterfile" --yes >"$work/install.log" 2>&1 &
 pid=$!
-peak=0
+peak=0 anon=0 file=0
 while kill -0 "$pid" 2>/dev/null; do
-    hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
+    # shellcheck disable=SC2046 # three numbers, split on purpose
+    set -- $(awk '/^(VmHWM|RssAnon|RssFile):/ {v[$1]=$2} END {print v["VmHWM:"]+0, v["RssAnon:"]+0, v["RssFile:"]+0}' \
+        "/proc/$pid/status" 2>/dev/null || echo 0 0 0)
+    [ "${1:-0}" -gt "$peak" ] && peak=$1
+    [ "${2:-0}" -gt "$anon" ] && anon=$2
+    [ "${3:-0}" -gt "$file" ] && file=$3
     sleep 0.2
 done
 status=0
 wait "$pid" || status=$?
 took=$(($(date +%s) - start))
-echo "install onto $hosts_n hosts: exit $status in $took s, operator peak RSS $((peak / 1024)) MiB"
+[ -n "${KEEP_LOG:-}" ] && cp "$work/install.log" "$KEEP_LOG"
+echo "install onto $hosts_n hosts: exit $status in $took s, operator peak RSS $((peak / 1024)) MiB" \
+    "(peak anon $((anon / 1024)) MiB, peak file-backed $((file / 1024)) MiB)"
 if [ "$status" != 0 ]; then tail -30 "$work/install.log"; echo FAIL; exit 1; fi
+if [ -n "${HEAPTRACK:-}" ]; then echo "heaptrack profile: $HEAPTRACK.*"; exit 0; fi
 [ "$peak" -lt $((limit * 1024)) ] || { echo "FAIL: peak RSS above $limit MiB"; exit 1; }
 echo PASS
