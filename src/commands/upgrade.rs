@@ -1,7 +1,9 @@
 //! `airlock upgrade IMAGE`: move a Kubernetes cluster to a newer cluster image.
 //!
 //! 1. Read the recorded Clusterfile (or `-f`), point it at IMAGE, and check that IMAGE
-//!    is a Kubernetes image with a version.
+//!    is a Kubernetes image with a version that kubeadm can upgrade to from the
+//!    cluster's current one (same major, at most the next minor, never back), and
+//!    whose kubeadm configuration merges with the Clusterfile's.
 //! 2. Converge the hosts onto IMAGE with the runtime's steps left out
 //!    (`cluster::converge_image`): each host gets only the blobs it lacks (the
 //!    blobs step), the new rootfs, the registry with the new images, the mirrors and
@@ -54,6 +56,7 @@ pub struct UpgradeArgs {
 pub async fn run(args: UpgradeArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
     let mut cf =
         cluster::clusterfile_or_stored(args.file.as_deref(), args.cluster.as_deref(), settings)?;
+    let running = running_version(&cf.cluster.spec.image, settings);
     cf.cluster.spec.image.clone_from(&args.image);
     let spec = cluster::resolve(&cf, settings)?;
     let from = cluster::store_source(settings, &args.image)?;
@@ -66,6 +69,21 @@ pub async fn run(args: UpgradeArgs, settings: &Settings, printer: Printer) -> an
             args.image, plan.config.runtime
         )));
     }
+    match &running {
+        Some(from) => check_skew(from, &version).map_err(|e| {
+            bad_input(format!(
+                "image {}: {e} (the cluster runs {from})",
+                args.image
+            ))
+        })?,
+        None => printer.status(format!(
+            "the cluster's current image is not in the store here: its Kubernetes version is not checked against {version}"
+        )),
+    }
+    // The new image's kubeadm configuration must merge with the Clusterfile's before
+    // any host changes (bad layers exit 2, naming the document and field).
+    let dir = crate::install::journal::cluster_dir(&settings.root, &spec.name);
+    cluster::kubernetes_runtime(&cf.kubeadm, &spec, &plan, &dir)?;
     let plan = cluster::converge_image(
         &cf,
         spec.clone(),
@@ -172,6 +190,48 @@ pub async fn run(args: UpgradeArgs, settings: &Settings, printer: Printer) -> an
     Ok(())
 }
 
+/// The Kubernetes version of the cluster's current image, when the store has it.
+fn running_version(image: &str, settings: &Settings) -> Option<String> {
+    let from = cluster::store_source(settings, image).ok()?;
+    let plan = crate::install::ImagePlan::read(from.source.as_ref(), &from.image).ok()?;
+    plan.config.runtime_version.filter(|v| !v.trim().is_empty())
+}
+
+/// kubeadm's version skew rule for `upgrade`: the same major version, and the next
+/// minor version at most (a patch release of the same minor is fine); never back.
+fn check_skew(running: &str, wanted: &str) -> Result<(), String> {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let mut parts = v.trim().trim_start_matches('v').splitn(3, '.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch = parts
+            .next()
+            .map(|p| p.split(['-', '+']).next().unwrap_or(p))
+            .unwrap_or("0")
+            .parse()
+            .ok()?;
+        Some((major, minor, patch))
+    };
+    let (Some(from), Some(to)) = (parse(running), parse(wanted)) else {
+        return Err(format!(
+            "cannot compare Kubernetes versions {running:?} and {wanted:?}; set LABEL io.airlock.runtime-version to vMAJOR.MINOR.PATCH"
+        ));
+    };
+    if to < from {
+        return Err(format!(
+            "Kubernetes {wanted} is older than {running}: kubeadm cannot downgrade a cluster"
+        ));
+    }
+    if to.0 != from.0 || to.1 > from.1 + 1 {
+        return Err(format!(
+            "Kubernetes {wanted} skips minor versions: upgrade one minor version at a time (to v{}.{}.x first), as kubeadm requires",
+            from.0,
+            from.1 + 1
+        ));
+    }
+    Ok(())
+}
+
 fn remote(
     remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
     ip: IpAddr,
@@ -191,4 +251,24 @@ fn applies(p: &PluginSpec, host: &Host) -> bool {
             .split([',', '|'])
             .any(|r| host.roles.contains(r.trim()));
     is_shell && Phase::parse(&p.action) == Some(Phase::Upgrade) && in_scope
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_skew;
+
+    #[test]
+    fn upgrades_go_one_minor_version_at_a_time_and_never_back() {
+        assert!(check_skew("v1.30.2", "v1.31.0").is_ok());
+        assert!(check_skew("v1.30.2", "v1.30.5").is_ok());
+        assert!(check_skew("1.30.2", "v1.30.2").is_ok());
+        assert!(check_skew("v1.30.2", "v1.31.0-rc.1").is_ok());
+        let skip = check_skew("v1.30.2", "v1.32.0").unwrap_err();
+        assert!(skip.contains("to v1.31.x first"), "{skip}");
+        let back = check_skew("v1.31.0", "v1.30.9").unwrap_err();
+        assert!(back.contains("cannot downgrade"), "{back}");
+        assert!(check_skew("v1.30.2", "v2.0.0").is_err());
+        let bad = check_skew("v1.30.2", "latest").unwrap_err();
+        assert!(bad.contains("vMAJOR.MINOR.PATCH"), "{bad}");
+    }
 }

@@ -645,6 +645,24 @@ networking:
     let recorded = std::fs::read_to_string(store.join("clusters/kube/Clusterfile")).unwrap();
     assert!(recorded.contains("kube-doubles:v2"), "{recorded}");
 
+    // Back to v1.30.2: kubeadm cannot downgrade, so it is refused before any host changes.
+    let before_downgrade = calls(&tb).len();
+    let back = airlock(&store)
+        .args(["upgrade", "kube-doubles:v1", "--yes"])
+        .output()
+        .unwrap();
+    let msg = text(&back);
+    assert_eq!(back.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("cannot downgrade") && msg.contains("v1.31.0"),
+        "{msg}"
+    );
+    assert_eq!(
+        calls(&tb).len(),
+        before_downgrade,
+        "a refused upgrade ran commands"
+    );
+
     // Deleting the second master drains it and deletes its node (from its own
     // admin.conf), then resets it (which removes its etcd member).
     ok(
