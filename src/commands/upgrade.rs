@@ -15,6 +15,9 @@
 //!    after its kubeadm step.
 //! 4. Run the `upgrade` SHELL plugins (the image's and the Clusterfile's) on the hosts
 //!    their scope takes.
+//! 5. Each host done leaves `<data root>/state/upgrade-VERSION` (and `.plugins` after
+//!    its plugins), so the same command run again after a failure resumes at the
+//!    first host not done, and changes nothing once all are.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -151,22 +154,67 @@ pub async fn run(args: UpgradeArgs, settings: &Settings, printer: Printer) -> an
             anyhow::Ok(())
         }
     };
-    step(first, first, vec!["upgrade-apply".into()]).await?;
-    for host in spec
+    // A host done with this version carries a marker, so running the same command
+    // again after a failure resumes at the first host not done.
+    let marker = |what: &str| format!("{root}/state/upgrade-{version}{what}");
+    let done = |host: &Host, what: &str| {
+        let path = marker(what);
+        let target = remote(&remotes, host.ip);
+        let ip = host.ip;
+        async move {
+            let out = target?
+                .run(
+                    &RemoteCommand::new("test")
+                        .args(["-f", path.as_str()])
+                        .sudo(),
+                )
+                .await
+                .with_context(|| format!("{ip}: reading {path}"))?;
+            anyhow::Ok(out.success())
+        }
+    };
+    let mark = |host: &Host, what: &str| {
+        let path = marker(what);
+        let target = remote(&remotes, host.ip);
+        let ip = host.ip;
+        async move {
+            write_file(target?.as_ref(), &path, b"done\n", "644")
+                .await
+                .with_context(|| format!("{ip}: writing {path}"))
+        }
+    };
+    let masters_first = spec
         .hosts
         .iter()
-        .filter(|h| h.is_master() && h.ip != first.ip)
-    {
-        step(host, host, vec!["upgrade-node".into()]).await?;
-    }
-    for host in spec.hosts.iter().filter(|h| !h.is_master()) {
-        let name = node_name(host.ip);
-        step(host, first, vec!["drain".into(), name.clone()]).await?;
-        step(host, host, vec!["upgrade-node".into()]).await?;
-        step(host, first, vec!["uncordon".into(), name]).await?;
+        .filter(|h| h.ip == first.ip)
+        .chain(
+            spec.hosts
+                .iter()
+                .filter(|h| h.is_master() && h.ip != first.ip),
+        )
+        .chain(spec.hosts.iter().filter(|h| !h.is_master()));
+    for host in masters_first {
+        if done(host, "").await? {
+            printer.status(format!("{}: already on Kubernetes {version}", host.ip));
+            continue;
+        }
+        if host.ip == first.ip {
+            step(host, host, vec!["upgrade-apply".into()]).await?;
+        } else if host.is_master() {
+            step(host, host, vec!["upgrade-node".into()]).await?;
+        } else {
+            let name = node_name(host.ip);
+            step(host, first, vec!["drain".into(), name.clone()]).await?;
+            step(host, host, vec!["upgrade-node".into()]).await?;
+            step(host, first, vec!["uncordon".into(), name]).await?;
+        }
+        mark(host, "").await?;
     }
     let plugins: Vec<&PluginSpec> = plan.plugins.iter().chain(&spec.plugins).collect();
     for host in &spec.hosts {
+        if plugins.iter().any(|p| applies(p, host)) && done(host, ".plugins").await? {
+            continue;
+        }
         for p in plugins.iter().filter(|p| applies(p, host)) {
             let mut cmd = RemoteCommand::new("sh")
                 .args(["-c", p.data.as_str()])
@@ -179,6 +227,9 @@ pub async fn run(args: UpgradeArgs, settings: &Settings, printer: Printer) -> an
                 .check(&cmd)
                 .await
                 .with_context(|| format!("{}: upgrade plugin", host.ip))?;
+        }
+        if plugins.iter().any(|p| applies(p, host)) {
+            mark(host, ".plugins").await?;
         }
     }
     printer.result(format!(

@@ -645,6 +645,29 @@ networking:
     let recorded = std::fs::read_to_string(store.join("clusters/kube/Clusterfile")).unwrap();
     assert!(recorded.contains("kube-doubles:v2"), "{recorded}");
 
+    // The same upgrade again: every host carries its marker, nothing runs.
+    let before_again = calls(&tb).len();
+    let again = ok(
+        airlock(&store)
+            .args(["upgrade", "kube-doubles:v2", "--yes"])
+            .output()
+            .unwrap(),
+        "airlock upgrade again",
+    );
+    for host in [&m1, &m2, &w] {
+        assert!(
+            again.contains(&format!("{host}: already on Kubernetes v1.31.0")),
+            "{again}"
+        );
+    }
+    let rerun = &calls(&tb)[before_again..];
+    assert!(
+        rerun.iter().all(|c| c.program != "upgrade-plugin"
+            && !c.args.contains("upgrade")
+            && !c.args.contains("drain")),
+        "{rerun:#?}"
+    );
+
     // Back to v1.30.2: kubeadm cannot downgrade, so it is refused before any host changes.
     let before_downgrade = calls(&tb).len();
     let back = airlock(&store)
