@@ -586,28 +586,32 @@ fn skopeo_raw(image: &str) -> Vec<u8> {
     out.stdout
 }
 
-#[test]
-fn images_from_a_registry_keep_their_digests_and_from_pulls_the_base() {
-    let Some(_) = crate::support::require("skopeo") else {
-        return;
-    };
-    let Some(registry) = crate::support::DockerRegistry::start(None) else {
-        return;
-    };
-    let addr = registry.addr.clone();
+/// Debian's docker-registry on loopback holding busybox under each of `names` (a
+/// stand-in for docker.io, given to builds as `--registry-mirror docker.io=...`);
+/// `None` when skopeo, docker-registry or the busybox layout is missing.
+fn docker_io_mirror(names: &[&str]) -> Option<crate::support::DockerRegistry> {
+    crate::support::require("skopeo")?;
+    let registry = crate::support::DockerRegistry::start(None)?;
     let layouts = tempfile::tempdir().unwrap();
-    let Some(layout) = crate::support::busybox_layout(layouts.path(), "1.36") else {
-        return;
-    };
-    // Two images in the "docker.io mirror": busybox (wanted) and tools (ignored).
-    for name in ["library/busybox:1.36", "library/tools:2"] {
+    let layout = crate::support::busybox_layout(layouts.path(), "1.36")?;
+    for name in names {
         ok(Command::new("skopeo")
             .args(["copy", "--dest-tls-verify=false"])
             .arg(format!("oci:{}:{}", layout.dir.display(), layout.tag))
-            .arg(format!("docker://{addr}/{name}"))
+            .arg(format!("docker://{}/{name}", registry.addr))
             .output()
             .unwrap());
     }
+    Some(registry)
+}
+
+#[test]
+fn images_from_a_registry_keep_their_digests_and_from_pulls_the_base() {
+    // Two images in the "docker.io mirror": busybox (wanted) and tools (ignored).
+    let Some(registry) = docker_io_mirror(&["library/busybox:1.36", "library/tools:2"]) else {
+        return;
+    };
+    let addr = registry.addr.clone();
     let ctx = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(ctx.path().join("manifests")).unwrap();
     std::fs::write(
@@ -808,23 +812,10 @@ esac
 #[test]
 fn charts_are_rendered_with_helm_template_when_helm_is_on_path() {
     use std::os::unix::fs::PermissionsExt as _;
-    let Some(_) = crate::support::require("skopeo") else {
-        return;
-    };
-    let Some(registry) = crate::support::DockerRegistry::start(None) else {
+    let Some(registry) = docker_io_mirror(&["library/busybox:1.36"]) else {
         return;
     };
     let addr = registry.addr.clone();
-    let layouts = tempfile::tempdir().unwrap();
-    let Some(layout) = crate::support::busybox_layout(layouts.path(), "1.36") else {
-        return;
-    };
-    ok(Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:{}", layout.dir.display(), layout.tag))
-        .arg(format!("docker://{addr}/library/busybox:1.36"))
-        .output()
-        .unwrap());
     let bin = tempfile::tempdir().unwrap();
     let helm = bin.path().join("helm");
     std::fs::write(&helm, HELM_DOUBLE).unwrap();

@@ -102,16 +102,19 @@ fn doc<'a>(docs: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no {kind} in {docs:#?}"))
 }
 
-#[test]
-fn kubernetes_runtime_orchestrates_kubeadm_doubles_on_systemd_testbed_hosts() {
-    let name = "kubernetes_runtime_orchestrates_kubeadm_doubles_on_systemd_testbed_hosts";
+/// The kube-doubles image built into a fresh store, and `hosts` systemd testbed hosts;
+/// `None` (after saying why) when the testbed or openssl is missing.
+fn doubles_image_and_hosts(
+    test: &str,
+    hosts: usize,
+) -> Option<(tempfile::TempDir, PathBuf, Testbed)> {
     if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED {name}: {why}");
-        return;
+        eprintln!("SKIPPED {test}: {why}");
+        return None;
     }
     if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("SKIPPED {name}: openssl is missing (apt-get install openssl)");
-        return;
+        eprintln!("SKIPPED {test}: openssl is missing (apt-get install openssl)");
+        return None;
     }
     let work = tempfile::tempdir().unwrap();
     let store = work.path().join("store");
@@ -124,11 +127,22 @@ fn kubernetes_runtime_orchestrates_kubeadm_doubles_on_systemd_testbed_hosts() {
         "airlock build",
     );
     let tb = Testbed::up(TestbedOptions {
-        hosts: 3,
+        hosts,
         systemd: true,
         ..TestbedOptions::default()
     })
     .expect("testbed up");
+    Some((work, store, tb))
+}
+
+#[test]
+fn kubernetes_runtime_orchestrates_kubeadm_doubles_on_systemd_testbed_hosts() {
+    let Some((work, store, tb)) = doubles_image_and_hosts(
+        "kubernetes_runtime_orchestrates_kubeadm_doubles_on_systemd_testbed_hosts",
+        3,
+    ) else {
+        return;
+    };
     let [m1, m2, w] = [tb.hosts[0], tb.hosts[1], tb.hosts[2]].map(|ip| ip.to_string());
     let cf = work.path().join("Clusterfile");
     std::fs::write(
@@ -797,31 +811,12 @@ fn sans(tb: &Testbed, host: usize, path: &str) -> String {
 
 #[test]
 fn kubernetes_join_masters_renews_running_masters_first_on_kubeadm_doubles() {
-    let name = "kubernetes_join_masters_renews_running_masters_first_on_kubeadm_doubles";
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED {name}: {why}");
+    let Some((work, store, tb)) = doubles_image_and_hosts(
+        "kubernetes_join_masters_renews_running_masters_first_on_kubeadm_doubles",
+        4,
+    ) else {
         return;
-    }
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("SKIPPED {name}: openssl is missing (apt-get install openssl)");
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let store = work.path().join("store");
-    ok(
-        airlock(&store)
-            .args(["build", "-t", "kube-doubles:v1"])
-            .arg(repo().join("tests/fixtures/kube-doubles"))
-            .output()
-            .unwrap(),
-        "airlock build",
-    );
-    let tb = Testbed::up(TestbedOptions {
-        hosts: 4,
-        systemd: true,
-        ..TestbedOptions::default()
-    })
-    .expect("testbed up");
+    };
     let [m1, m2, w, m3] =
         [tb.hosts[0], tb.hosts[1], tb.hosts[2], tb.hosts[3]].map(|ip| ip.to_string());
     // One master and one worker first; the second master joins later, the third
