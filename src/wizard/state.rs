@@ -934,7 +934,9 @@ impl State {
             );
         }
         for id in &self.preflight.skipped {
-            text.push_str(&format!("# Preflight check skipped by the user: {id}\n"));
+            text.push_str(&format!(
+                "# Preflight check skipped by the user: {id} (without the wizard: --ignore-preflight-errors={id})\n"
+            ));
         }
         for (host, step) in &self.dashboard.skipped_steps {
             text.push_str(&format!(

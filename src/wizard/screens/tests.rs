@@ -521,7 +521,7 @@ fn preflight_skip_is_confirmed_and_recorded() {
     assert!(s.preflight.is_passed());
     assert!(
         s.to_yaml(false)
-            .contains("# Preflight check skipped by the user: ports")
+            .contains("# Preflight check skipped by the user: ports (without the wizard: --ignore-preflight-errors=ports)")
     );
     // A re-run passes the skip to the engine.
     let Some(Action::Preflight { skip, .. }) = press(&mut s, Key::Char('r')) else {
