@@ -9,14 +9,17 @@
 //!    sends the certificates only, never a key).
 //! 3. `cert renew` re-issues the cluster's certificates from its CAs on every master.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use time::OffsetDateTime;
 
 use crate::commands::{OutputArgs, bad_input};
 use crate::printer::Printer;
+use crate::remote::Remote;
 use crate::runtime::kubernetes::pki::{
     self, AdminIdentity, CertificateStatus, ExistingCa, KeyAlgorithm, Node, PkiOptions,
 };
@@ -145,8 +148,8 @@ pub async fn run(cmd: CertCommand, settings: &Settings, printer: Printer) -> any
 async fn renew(args: RenewArgs, settings: &Settings, printer: Printer) -> anyhow::Result<()> {
     use crate::commands::cluster;
     use crate::install::journal;
-    use crate::runtime::kubernetes::runtime::{renew_pki, restart_wait};
-    use crate::runtime::kubernetes::scale::apply_pki;
+    use crate::runtime::kubernetes::runtime::{load_pki, renew_pki};
+    use crate::runtime::kubernetes::scale::{master_pki_state, pki_fingerprint};
 
     for name in &args.alt_names {
         if name.trim().is_empty() {
@@ -165,6 +168,44 @@ async fn renew(args: RenewArgs, settings: &Settings, printer: Printer) -> anyhow
         )));
     }
     let masters = spec.master_ips();
+    let remotes = super::run::connect_all(&spec, settings, printer).await?;
+    let root = spec.data_root.as_str();
+    // A renewal that stopped part way (a master still runs on the PKI before the
+    // current one) is finished, not started again: the masters already renewed keep
+    // their certificates. New alt names always mean a new issue.
+    if args.alt_names.is_empty() {
+        let current = load_pki(&state).with_context(|| format!("reading {}", state.display()))?;
+        let fingerprint = pki_fingerprint(&current);
+        let mut behind = Vec::new();
+        for ip in &masters {
+            let remote = remotes
+                .get(ip)
+                .with_context(|| format!("{ip}: not connected"))?;
+            let on = master_pki_state(remote.as_ref(), root)
+                .await
+                .with_context(|| format!("{ip}: reading which PKI it runs on"))?;
+            if on.is_stale(&fingerprint) {
+                behind.push(*ip);
+            }
+        }
+        if !behind.is_empty() {
+            cluster::confirm(
+                args.yes,
+                &format!(
+                    "finish the renewal of cluster {}'s certificates on {} (restarting their control planes)",
+                    spec.name,
+                    cluster::ips_text(behind.iter().copied())
+                ),
+            )?;
+            apply_to(&spec, &remotes, &current, &behind, printer).await?;
+            printer.result(format!(
+                "finished the renewal of the certificates of {} on {}",
+                spec.name,
+                cluster::ips_text(behind.iter().copied())
+            ));
+            return Ok(());
+        }
+    }
     let what = if args.alt_names.is_empty() {
         format!(
             "re-issue the certificates of cluster {} and restart its control plane",
@@ -178,7 +219,6 @@ async fn renew(args: RenewArgs, settings: &Settings, printer: Printer) -> anyhow
         )
     };
     cluster::confirm(args.yes, &what)?;
-    let remotes = super::run::connect_all(&spec, settings, printer).await?;
     let now = OffsetDateTime::now_utc();
     let (dir, ips, names) = (state.clone(), masters.clone(), args.alt_names.clone());
     let pki = tokio::task::spawn_blocking(move || renew_pki(&dir, &ips, &names, now))
@@ -187,28 +227,41 @@ async fn renew(args: RenewArgs, settings: &Settings, printer: Printer) -> anyhow
         .map_err(|e| anyhow::anyhow!(e))
         .with_context(|| format!("renewing the PKI under {}", state.display()))?;
     printer.status(format!("re-issued the PKI under {}", state.display()));
+    apply_to(&spec, &remotes, &pki, &masters, printer).await?;
+    printer.result(format!(
+        "renewed the certificates of {} on {} master(s)",
+        spec.name,
+        masters.len()
+    ));
+    Ok(())
+}
+
+/// Put `pki` on each of `masters`, one at a time, restarting its control plane.
+async fn apply_to(
+    spec: &crate::spec::clusterfile::ClusterSpec,
+    remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
+    pki: &BTreeMap<String, (String, bool)>,
+    masters: &[IpAddr],
+    printer: Printer,
+) -> anyhow::Result<()> {
+    use crate::runtime::kubernetes::runtime::restart_wait;
+    use crate::runtime::kubernetes::scale::apply_pki;
     let first = spec.first_master().ip;
-    let root = spec.data_root.as_str();
-    let wait = restart_wait(&spec);
-    for ip in &masters {
+    let wait = restart_wait(spec);
+    for ip in masters {
         let remote = remotes
             .get(ip)
             .with_context(|| format!("{ip}: not connected"))?;
-        let out = apply_pki(remote.as_ref(), &pki, first, *ip, root, &wait)
+        let out = apply_pki(remote.as_ref(), pki, first, *ip, &spec.data_root, &wait)
             .await
             .with_context(|| {
-                format!("{ip}: renewing the certificates (run the same command again)")
+                format!("{ip}: renewing the certificates (run the same command again: it finishes the renewal)")
             })?;
         for line in out.stdout_text().lines() {
             printer.status(format!("{ip}| {line}"));
         }
         printer.status(format!("{ip}: certificates renewed"));
     }
-    printer.result(format!(
-        "renewed the certificates of {} on {} master(s)",
-        spec.name,
-        masters.len()
-    ));
     Ok(())
 }
 

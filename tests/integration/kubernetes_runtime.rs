@@ -579,6 +579,43 @@ networking:
     );
     assert!(etcd_san.contains(&format!("IP Address:{m2}")), "{etcd_san}");
 
+    // A renewal that stopped after the first master (as if the second failed): the
+    // second master still records the PKI before. `cert renew` again finishes it there
+    // only, without issuing anew.
+    ok(
+        tb.exec(
+            2,
+            &[
+                "sh",
+                "-c",
+                "echo 0000 > /var/lib/airlock/cluster/kubernetes/pki-applied",
+            ],
+        ),
+        "mark the second master as not renewed",
+    );
+    let renewed_sums = [sums(1), sums(2)];
+    let finished = ok(
+        airlock(&store)
+            .args(["cert", "renew", "--yes"])
+            .output()
+            .unwrap(),
+        "airlock cert renew (finishing)",
+    );
+    assert!(
+        finished.contains(&format!(
+            "finished the renewal of the certificates of kube on {m2}"
+        )),
+        "{finished}"
+    );
+    assert_eq!(
+        finished
+            .matches("restarted static pod kube-apiserver")
+            .count(),
+        1,
+        "{finished}"
+    );
+    assert_eq!([sums(1), sums(2)], renewed_sums, "the PKI was issued anew");
+
     // `airlock upgrade`: the newer image everywhere without a runtime step, then
     // `kubeadm upgrade apply` on the first master, `upgrade node` on the second, the
     // worker drained, upgraded and uncordoned, then the `upgrade` plugins.

@@ -682,6 +682,12 @@ fn load_or_make_pki(
     read_tree(&root)
 }
 
+/// The cluster's current PKI under `state_dir/pki-files`, by relative path, with
+/// whether each file is secret.
+pub fn load_pki(state_dir: &Path) -> Result<BTreeMap<String, (String, bool)>, KubernetesError> {
+    read_tree(&state_dir.join("pki-files"))
+}
+
 /// Every file under `root`, by relative path, with whether it is secret (not a
 /// certificate or public key).
 fn read_tree(root: &Path) -> Result<BTreeMap<String, (String, bool)>, KubernetesError> {
