@@ -318,14 +318,17 @@ networking:
         cluster["apiServer"]["extraArgs"]["audit-log-maxage"], "7",
         "image layer"
     );
-    let sans = cluster["apiServer"]["certSANs"].as_array().unwrap();
+    let cert_sans = cluster["apiServer"]["certSANs"].as_array().unwrap();
     for want in [
         m1.as_str(),
         m2.as_str(),
         "apiserver.cluster.local",
         "k8s.example.com",
     ] {
-        assert!(sans.iter().any(|s| s == want), "{want} in {sans:?}");
+        assert!(
+            cert_sans.iter().any(|s| s == want),
+            "{want} in {cert_sans:?}"
+        );
     }
     let init_doc = doc(&init_docs, "InitConfiguration");
     assert_eq!(init_doc["nodeRegistration"]["name"], m1.as_str());
@@ -398,19 +401,7 @@ networking:
         "worker has keys: {worker_keys}"
     );
     // The second master's etcd serving certificate is its own, from the same CA.
-    let san = host_text(
-        &tb,
-        2,
-        &[
-            "openssl",
-            "x509",
-            "-noout",
-            "-ext",
-            "subjectAltName",
-            "-in",
-            "/etc/kubernetes/pki/etcd/server.crt",
-        ],
-    );
+    let san = sans(&tb, 2, "/etc/kubernetes/pki/etcd/server.crt");
     assert!(san.contains(&format!("IP Address:{m2}")), "{san}");
     let same_ca = |host| host_text(&tb, host, &["sha256sum", "/etc/kubernetes/pki/ca.crt"]);
     assert_eq!(same_ca(1), same_ca(2));
@@ -522,19 +513,7 @@ networking:
             line(&after, "apiserver.crt"),
             line(&before_renew[i], "apiserver.crt")
         );
-        let san = host_text(
-            &tb,
-            host,
-            &[
-                "openssl",
-                "x509",
-                "-noout",
-                "-ext",
-                "subjectAltName",
-                "-in",
-                "/etc/kubernetes/pki/apiserver.crt",
-            ],
-        );
+        let san = sans(&tb, host, "/etc/kubernetes/pki/apiserver.crt");
         assert!(
             san.contains("DNS:renew.example.com") && san.contains("DNS:k8s.example.com"),
             "{san}"
@@ -564,19 +543,7 @@ networking:
             .success()
         );
     }
-    let etcd_san = host_text(
-        &tb,
-        2,
-        &[
-            "openssl",
-            "x509",
-            "-noout",
-            "-ext",
-            "subjectAltName",
-            "-in",
-            "/etc/kubernetes/pki/etcd/server.crt",
-        ],
-    );
+    let etcd_san = sans(&tb, 2, "/etc/kubernetes/pki/etcd/server.crt");
     assert!(etcd_san.contains(&format!("IP Address:{m2}")), "{etcd_san}");
 
     // A renewal that stopped after the first master (as if the second failed): the
