@@ -5,6 +5,8 @@
 //!    until a shutdown future resolves; [`RegistryServer::spawn`] does the same on a
 //!    background task and returns a [`RunningRegistry`] handle (tests, installs).
 //!    With [`ServerConfig::tls`] set, connections go through [`TlsListener`] first.
+//!    Every connection takes turns on its worker ([`super::fair`]): it yields after
+//!    each 256 KiB written, so small requests are not queued behind blob writes.
 //! 2. Every request goes through [`handle`]: it takes a permit (bounding how many
 //!    requests run at once), checks basic auth when an htpasswd file is set, parses the path into a [`Route`] (names may hold
 //!    slashes), checks names, tags and digests, and dispatches.
@@ -35,7 +37,9 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::catalog::{CatalogCache, read_region};
 use super::error::ApiError;
+use super::fair::FairListener;
 use super::htpasswd::Htpasswd;
+use super::lanes::{BulkGuard, Lane};
 use super::tls::TlsListener;
 use super::upload::Uploads;
 use crate::digest::Digest;
@@ -52,6 +56,8 @@ const API_VERSION: &str = "docker-distribution-api-version";
 const CHUNK_SIZE: usize = 2 * 1024 * 1024;
 /// Chunks a blob's reader may be ahead of its connection.
 const CHUNKS_AHEAD: usize = 2;
+/// Blob bodies from this size on are sent on the bulk lane ([`super::lanes`]).
+const BULK_BODY: u64 = 1024 * 1024;
 
 /// How the registry behaves.
 #[derive(Clone, Debug)]
@@ -141,17 +147,14 @@ impl RegistryServer {
         let router = self.router();
         match self.state.config.tls.clone() {
             Some(tls) => {
-                axum::serve(TlsListener::new(listener, tls)?, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                let listener = FairListener::new(TlsListener::new(listener, tls)?);
+                super::lanes::serve(listener, router, shutdown).await
             }
             None => {
-                let listener = listener.tap_io(|tcp| {
+                let listener = FairListener::new(listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                }));
+                super::lanes::serve(listener, router, shutdown).await
             }
         }
     }
@@ -352,7 +355,15 @@ async fn dispatch(state: &Arc<ServerState>, request: Request) -> Result<Response
             get_manifest(state, ns, name, reference, method == Method::HEAD).await
         }
         (Route::Blob(_, digest), &Method::GET | &Method::HEAD) => {
-            get_blob(state, digest, request.headers(), method == Method::HEAD).await
+            let lane = request.extensions().get::<Lane>().cloned();
+            get_blob(
+                state,
+                digest,
+                request.headers(),
+                lane,
+                method == Method::HEAD,
+            )
+            .await
         }
         (Route::Manifest(name, reference), &Method::PUT) => {
             super::upload::put_manifest(state, name, reference, request).await
@@ -484,6 +495,7 @@ async fn get_blob(
     state: &Arc<ServerState>,
     digest: &str,
     request_headers: &HeaderMap,
+    lane: Option<Lane>,
     is_head: bool,
 ) -> Result<Response, ApiError> {
     let digest = parse_digest(digest)?;
@@ -531,7 +543,11 @@ async fn get_blob(
         );
     }
     let body = match file {
-        Some(file) if length > 0 => stream_region(file, location.offset + start, length),
+        Some(file) if length > 0 => {
+            // Large bodies move their connection to the bulk lane while they are sent.
+            let bulk = lane.filter(|_| length >= BULK_BODY).map(|l| l.bulk());
+            stream_region(file, location.offset + start, length, bulk)
+        }
         _ => Body::empty(),
     };
     Ok((status, headers, body).into_response())
@@ -541,7 +557,7 @@ async fn get_blob(
 /// region [`CHUNK_SIZE`] at a time ([`super::mapped`]) and hands each window to the
 /// connection, which copies it once into the socket; it waits while [`CHUNKS_AHEAD`]
 /// windows are queued. A client that goes away closes the channel, which stops it.
-fn stream_region(file: std::fs::File, at: u64, length: u64) -> Body {
+fn stream_region(file: std::fs::File, at: u64, length: u64, bulk: Option<BulkGuard>) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHUNKS_AHEAD);
     tokio::task::spawn_blocking(move || {
         let mut region = match super::mapped::Region::open(file, at, length) {
@@ -562,9 +578,11 @@ fn stream_region(file: std::fs::File, at: u64, length: u64) -> Body {
             }
         }
     });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    }))
+    // The guard lives in the stream's state: dropped with the body.
+    Body::from_stream(futures_util::stream::unfold(
+        (rx, bulk),
+        |(mut rx, bulk)| async move { rx.recv().await.map(|chunk| (chunk, (rx, bulk))) },
+    ))
 }
 
 /// Apply `?n=` and `?last=` to a sorted list; returns the page and whether more follow.

@@ -1,0 +1,323 @@
+//! Two lanes for connections: small requests on the process's runtime, connections
+//! sending large blobs on a runtime of their own, so a manifest GET never waits
+//! behind blob writes on a shared worker.
+//!
+//! Why: on one runtime, a manifest request that arrives while 16 clients pull blobs
+//! is queued behind every blob connection's turn at writing, even with turns bounded
+//! ([`super::fair`]): 5–30 ms per manifest GET on two cores, measured
+//! (`docs/benchmarks.md`, registry). The control lane's workers are idle most of the
+//! time, so the kernel runs them as soon as a request arrives.
+//!
+//! 1. [`serve`] accepts connections and runs each with hyper's HTTP/1.1 server on the
+//!    control lane (the runtime `serve` runs on). Every request carries the
+//!    connection's [`Lane`] as an extension.
+//! 2. A handler that starts a large body takes a [`BulkGuard`] from the [`Lane`]
+//!    ([`Lane::bulk`]); the body holds it until it is dropped (sent or abandoned).
+//! 3. After each poll of a connection, [`Driven`] compares where the connection runs
+//!    with where it should (bulk while any guard is held) and, when they differ,
+//!    moves the whole connection future to a task on the other lane. The new task
+//!    polls it at once, which registers its wakers afresh (every `Pending` future
+//!    must wake the waker of its latest poll), so no wake-up is lost by the move.
+//! 4. Shutdown: stop accepting, ask every connection to finish the request in
+//!    flight (hyper's graceful shutdown), wait for all to end, then stop the bulk
+//!    lane's threads.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{mpsc, watch};
+
+/// Worker threads of the bulk lane.
+const BULK_WORKERS: usize = 2;
+/// How long a client may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which lane a connection belongs on: the bulk lane while it sends a large body.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Lane(Arc<AtomicUsize>);
+
+impl Lane {
+    /// Put the connection on the bulk lane until the guard is dropped.
+    pub(super) fn bulk(&self) -> BulkGuard {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        BulkGuard(self.0.clone())
+    }
+
+    fn is_bulk(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+}
+
+/// Keeps a connection on the bulk lane while it lives (see [`Lane::bulk`]).
+#[derive(Debug)]
+pub(super) struct BulkGuard(Arc<AtomicUsize>);
+
+impl Drop for BulkGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The two runtimes a connection can run on.
+struct Lanes {
+    control: Handle,
+    bulk: Handle,
+}
+
+/// The bulk lane's runtime, stopped without blocking when dropped (dropping a runtime
+/// from async code would panic).
+struct BulkRuntime(Option<Runtime>);
+
+impl Drop for BulkRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Serve `router` on `listener`'s connections until `shutdown` resolves, then let
+/// the requests in flight finish.
+pub(super) async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let bulk = BulkRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(BULK_WORKERS)
+            .thread_name("registry-bulk")
+            .enable_all()
+            .build()?,
+    ));
+    let lanes = Arc::new(Lanes {
+        control: Handle::current(),
+        bulk: bulk
+            .0
+            .as_ref()
+            .map(|r| r.handle().clone())
+            .ok_or_else(|| io::Error::other("the registry's bulk runtime is gone"))?,
+    });
+    let (stop, stopping) = watch::channel(false);
+    // Every connection holds a sender; `recv` answers `None` once all have ended.
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (io, _) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let lane = Lane::default();
+        let connection = connection(
+            io,
+            router.clone(),
+            lane.clone(),
+            stopping.clone(),
+            open.clone(),
+        );
+        tokio::spawn(Driven {
+            connection: Some(connection),
+            lane,
+            on_bulk: false,
+            lanes: lanes.clone(),
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    drop(open);
+    let _ = all_closed.recv().await;
+    drop(bulk);
+    Ok(())
+}
+
+/// One connection served by hyper until it closes, or until shutdown lets its request
+/// in flight finish.
+fn connection<I>(
+    io: I,
+    router: Router,
+    lane: Lane,
+    mut stopping: watch::Receiver<bool>,
+    open: mpsc::Sender<()>,
+) -> Connection
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(lane.clone());
+        // A Router is always ready, so it may be called without `poll_ready`.
+        tower_service::Service::call(&mut router.clone(), request)
+    });
+    Box::pin(async move {
+        let _open = open;
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let stop = async move {
+            // An error means `serve` is gone: shut down too.
+            let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
+        };
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            () = stop => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("registry: connection ended: {e}");
+        }
+    })
+}
+
+/// A connection on one lane; moves itself to the other lane when its [`Lane`] says so.
+struct Driven {
+    connection: Option<Connection>,
+    lane: Lane,
+    on_bulk: bool,
+    lanes: Arc<Lanes>,
+}
+
+impl Future for Driven {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(connection) = self.connection.as_mut() else {
+            return Poll::Ready(());
+        };
+        if connection.as_mut().poll(cx).is_ready() {
+            self.connection = None;
+            return Poll::Ready(());
+        }
+        let bulk = self.lane.is_bulk();
+        if bulk == self.on_bulk {
+            return Poll::Pending;
+        }
+        let moved = Driven {
+            connection: self.connection.take(),
+            lane: self.lane.clone(),
+            on_bulk: bulk,
+            lanes: self.lanes.clone(),
+        };
+        let lane = if bulk {
+            &self.lanes.bulk
+        } else {
+            &self.lanes.control
+        };
+        // A runtime that is shutting down drops the task, which closes the connection.
+        drop(lane.spawn(moved));
+        Poll::Ready(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_bulk_while_any_guard_lives() {
+        let lane = Lane::default();
+        assert!(!lane.is_bulk());
+        let first = lane.bulk();
+        let second = lane.clone().bulk();
+        assert!(lane.is_bulk());
+        drop(first);
+        assert!(lane.is_bulk());
+        drop(second);
+        assert!(!lane.is_bulk());
+    }
+
+    /// A future that reports which runtime polls it, and finishes after `polls` polls.
+    struct Recorder {
+        seen: Arc<std::sync::Mutex<Vec<String>>>,
+        lane: Lane,
+        guard: Option<BulkGuard>,
+        polls: usize,
+    }
+
+    impl Future for Recorder {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            self.seen.lock().unwrap().push(name);
+            self.polls -= 1;
+            match self.polls {
+                0 => return Poll::Ready(()),
+                // Second poll: start a "large body"; fourth: finish it.
+                3 => self.guard = Some(self.lane.bulk()),
+                1 => self.guard = None,
+                _ => {}
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_connection_moves_to_the_bulk_lane_and_back() {
+        let control = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("control")
+            .enable_all()
+            .build()
+            .unwrap();
+        let bulk = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bulk")
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lane = Lane::default();
+        let (done, finished) = std::sync::mpsc::channel();
+        let recorder = Recorder {
+            seen: seen.clone(),
+            lane: lane.clone(),
+            guard: None,
+            polls: 5,
+        };
+        let connection: Connection = Box::pin(async move {
+            recorder.await;
+            done.send(()).unwrap();
+        });
+        control.spawn(Driven {
+            connection: Some(connection),
+            lane,
+            on_bulk: false,
+            lanes: Arc::new(Lanes {
+                control: control.handle().clone(),
+                bulk: bulk.handle().clone(),
+            }),
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the connection finished");
+        // Polls 1-2 on control (the guard is taken in poll 2), 3-4 on bulk (dropped in
+        // poll 4), 5 back on control.
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["control", "control", "bulk", "bulk", "control"]
+        );
+    }
+}
