@@ -43,19 +43,32 @@ const BULK_WORKERS: usize = 2;
 /// How long a client may take to send a request's head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which lane a connection belongs on: the bulk lane while it sends a large body.
+/// Which lane a connection belongs on (the bulk lane while it sends a large body),
+/// and how it sends blobs.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Lane(Arc<AtomicUsize>);
+pub(super) struct Lane {
+    bulk: Arc<AtomicUsize>,
+    /// The connection sends blob windows with `sendfile` ([`super::zerocopy`]), so
+    /// their bytes are never read through memory.
+    pub(super) sendfile: bool,
+}
 
 impl Lane {
+    fn new(sendfile: bool) -> Self {
+        Self {
+            bulk: Arc::default(),
+            sendfile,
+        }
+    }
+
     /// Put the connection on the bulk lane until the guard is dropped.
     pub(super) fn bulk(&self) -> BulkGuard {
-        self.0.fetch_add(1, Ordering::AcqRel);
-        BulkGuard(self.0.clone())
+        self.bulk.fetch_add(1, Ordering::AcqRel);
+        BulkGuard(self.bulk.clone())
     }
 
     fn is_bulk(&self) -> bool {
-        self.0.load(Ordering::Acquire) > 0
+        self.bulk.load(Ordering::Acquire) > 0
     }
 }
 
@@ -90,9 +103,11 @@ impl Drop for BulkRuntime {
 type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Serve `router` on `listener`'s connections until `shutdown` resolves, then let
-/// the requests in flight finish.
+/// the requests in flight finish. `sendfile`: the listener's connections send blob
+/// windows with `sendfile`.
 pub(super) async fn serve<L>(
     mut listener: L,
+    sendfile: bool,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()>
@@ -124,7 +139,7 @@ where
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let lane = Lane::default();
+        let lane = Lane::new(sendfile);
         let connection = connection(
             io,
             router.clone(),

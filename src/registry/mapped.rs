@@ -4,9 +4,16 @@
 //! 1. [`Region::open`] checks that the region lies inside the file.
 //! 2. [`Region::map`] maps the next window of it, read-only, with its pages already
 //!    mapped (`MAP_POPULATE`, so page-cache misses are read on the calling blocking
-//!    thread, never on an async worker that later writes the window).
+//!    thread, never on an async worker that later writes the window). Windows that
+//!    will go out by `sendfile` ([`Region::for_sendfile`]) are read into the page
+//!    cache instead, and not mapped page by page.
 //! 3. The caller hands the window to the connection as [`bytes::Bytes`]; the window is
 //!    unmapped when the connection has written it.
+//! 4. Every live window is listed with the file and offset it maps, so a plain TCP
+//!    connection asked to write bytes that lie in one ([`file_behind`]) can `sendfile`
+//!    them from the file instead of copying them from memory
+//!    ([`super::zerocopy`]). A window is listed from its mapping until just before
+//!    its unmapping, so an address found in the list always maps what it says.
 //!
 //! This is the only module that allows `unsafe`: mapping a file is unsafe because a
 //! process that truncates the file while it is mapped makes reads of the lost pages
@@ -15,17 +22,69 @@
 //! a bundle is opened read-only and never rewritten by airlock.
 #![allow(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+
+/// Live windows by start address: length, file and the file offset of their start.
+static WINDOWS: Mutex<BTreeMap<usize, (usize, Arc<File>, u64)>> = Mutex::new(BTreeMap::new());
+
+/// The file and offset behind `bytes` when they start inside a live window, with how
+/// many of them (at most `bytes.len()`) the window holds from there.
+pub(crate) fn file_behind(bytes: &[u8]) -> Option<(Arc<File>, u64, usize)> {
+    let address = bytes.as_ptr() as usize;
+    let windows = WINDOWS.lock().ok()?;
+    let (start, (len, file, offset)) = windows.range(..=address).next_back()?;
+    let into = address - start;
+    (into < *len).then(|| {
+        let available = (*len - into).min(bytes.len());
+        (file.clone(), offset + into as u64, available)
+    })
+}
+
+/// A mapped window, listed in [`WINDOWS`] while it lives.
+struct Window {
+    map: memmap2::Mmap,
+}
+
+impl Window {
+    fn new(map: memmap2::Mmap, file: Arc<File>, offset: u64) -> Self {
+        if !map.is_empty()
+            && let Ok(mut windows) = WINDOWS.lock()
+        {
+            windows.insert(map.as_ptr() as usize, (map.len(), file, offset));
+        }
+        Self { map }
+    }
+}
+
+impl AsRef<[u8]> for Window {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // Unlisted before `map` is dropped (unmapped), so no lookup finds a stale entry.
+        if let Ok(mut windows) = WINDOWS.lock() {
+            windows.remove(&(self.map.as_ptr() as usize));
+        }
+    }
+}
 
 /// A region of a blob file, mapped window by window.
 #[derive(Debug)]
 pub(crate) struct Region {
-    file: File,
+    file: Arc<File>,
     next: u64,
     end: u64,
+    /// Windows are only sent with `sendfile`: read their pages into the page cache
+    /// instead of mapping them.
+    sendfile: bool,
 }
 
 impl Region {
@@ -42,10 +101,20 @@ impl Region {
                 )
             })?;
         Ok(Self {
-            file,
+            file: Arc::new(file),
             next: at,
             end,
+            sendfile: false,
         })
+    }
+
+    /// Windows for a connection that sends them with `sendfile`
+    /// ([`super::zerocopy`]): their pages are read into the page cache (`posix_fadvise`
+    /// `WILLNEED`) rather than mapped, which costs the page tables nothing; bytes that
+    /// are read through memory after all are faulted in where they are read.
+    pub(crate) fn for_sendfile(mut self) -> Self {
+        self.sendfile = true;
+        self
     }
 
     /// The next window of at most `window` bytes, or `None` at the end.
@@ -54,17 +123,27 @@ impl Region {
             return None;
         }
         let len = usize::try_from((self.end - self.next).min(window as u64)).unwrap_or(window);
+        let mut options = memmap2::MmapOptions::new();
+        options.offset(self.next).len(len);
+        if self.sendfile {
+            if let (Ok(at), Ok(n)) = (i64::try_from(self.next), i64::try_from(len)) {
+                // Only advice: a failure leaves reading to `sendfile`.
+                let _ = nix::fcntl::posix_fadvise(
+                    &*self.file,
+                    at,
+                    n,
+                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+                );
+            }
+        } else {
+            options.populate();
+        }
         // SAFETY: read-only map of a file airlock never truncates or rewrites in
         // place (see the module's documentation); `open` checked the bounds.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(self.next)
-                .len(len)
-                .populate()
-                .map(&self.file)
-        };
+        let map = unsafe { options.map(&*self.file) };
+        let offset = self.next;
         self.next += len as u64;
-        Some(map.map(Bytes::from_owner))
+        Some(map.map(|map| Bytes::from_owner(Window::new(map, self.file.clone(), offset))))
     }
 }
 
@@ -85,6 +164,21 @@ mod tests {
             got.extend_from_slice(&window.unwrap());
         }
         assert_eq!(got, &data[4097..4097 + 90_000]);
+
+        // A live window is found with its file offset; a dropped one is not.
+        let mut region = Region::open(file.try_clone().unwrap(), 4097, 90_000).unwrap();
+        let window = region.map(32 * 1024).unwrap().unwrap();
+        let (_, offset, available) = file_behind(&window[100..]).unwrap();
+        assert_eq!((offset, available), (4097 + 100, 32 * 1024 - 100));
+        let (_, offset, available) = file_behind(&window[..10]).unwrap();
+        assert_eq!((offset, available), (4097, 10));
+        let heap = window.to_vec();
+        assert!(file_behind(&heap).is_none(), "a copy is not a window");
+        let address = window.as_ptr() as usize;
+        drop(window);
+        // (another test may have mapped something else at the same address since)
+        let entry = WINDOWS.lock().unwrap().get(&address).map(|(len, _, at)| (*len, *at));
+        assert_ne!(entry, Some((32 * 1024, 4097)));
         let err = Region::open(file, 50_000, 50_001).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }

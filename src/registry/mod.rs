@@ -18,3 +18,4 @@ mod mapped;
 pub mod server;
 pub mod tls;
 mod upload;
+mod zerocopy;

@@ -31,7 +31,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 
@@ -42,6 +41,7 @@ use super::htpasswd::Htpasswd;
 use super::lanes::{BulkGuard, Lane};
 use super::tls::TlsListener;
 use super::upload::Uploads;
+use super::zerocopy::ZerocopyListener;
 use crate::digest::Digest;
 use crate::image::BlobSource;
 use crate::image::oci;
@@ -148,13 +148,11 @@ impl RegistryServer {
         match self.state.config.tls.clone() {
             Some(tls) => {
                 let listener = FairListener::new(TlsListener::new(listener, tls)?);
-                super::lanes::serve(listener, router, shutdown).await
+                super::lanes::serve(listener, false, router, shutdown).await
             }
             None => {
-                let listener = FairListener::new(listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }));
-                super::lanes::serve(listener, router, shutdown).await
+                let listener = FairListener::new(ZerocopyListener::new(listener));
+                super::lanes::serve(listener, true, router, shutdown).await
             }
         }
     }
@@ -545,8 +543,10 @@ async fn get_blob(
     let body = match file {
         Some(file) if length > 0 => {
             // Large bodies move their connection to the bulk lane while they are sent.
+            let sendfile = lane.as_ref().is_some_and(|l| l.sendfile);
             let bulk = lane.filter(|_| length >= BULK_BODY).map(|l| l.bulk());
-            stream_region(file, location.offset + start, length, bulk)
+            let region = (file, location.offset + start, length);
+            stream_region(region, sendfile, bulk)
         }
         _ => Body::empty(),
     };
@@ -557,10 +557,15 @@ async fn get_blob(
 /// region [`CHUNK_SIZE`] at a time ([`super::mapped`]) and hands each window to the
 /// connection, which copies it once into the socket; it waits while [`CHUNKS_AHEAD`]
 /// windows are queued. A client that goes away closes the channel, which stops it.
-fn stream_region(file: std::fs::File, at: u64, length: u64, bulk: Option<BulkGuard>) -> Body {
+fn stream_region(
+    (file, at, length): (std::fs::File, u64, u64),
+    sendfile: bool,
+    bulk: Option<BulkGuard>,
+) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(CHUNKS_AHEAD);
     tokio::task::spawn_blocking(move || {
         let mut region = match super::mapped::Region::open(file, at, length) {
+            Ok(region) if sendfile => region.for_sendfile(),
             Ok(region) => region,
             Err(e) => {
                 tracing::warn!("registry: reading blob failed: {e}");

@@ -77,8 +77,13 @@ for addr in "$AIRLOCK_ADDR" "$DISTRIBUTION_ADDR"; do
 done
 
 cat >"$WORK/latency.py" <<'EOF'
-# latency.py ADDR COUNT [STOPFILE]: sequential manifest GETs on one keep-alive
-# connection; prints "p50 p99 count" in milliseconds. Stops early once STOPFILE exists.
+# latency.py ADDR COUNT [STOPFILE]: manifest GETs on one keep-alive connection;
+# prints "p50 p99 count" in milliseconds.
+# Idle (no STOPFILE): COUNT GETs back to back.
+# Loaded (STOPFILE): GETs at most one per 5 ms until STOPFILE exists, so the probe
+# takes about the same CPU from the pullers whichever server it measures (a
+# back-to-back loop burns more of the shared CPU against a faster server).
+# Each GET is timed from its send.
 import http.client, os, sys, time
 addr, count = sys.argv[1], int(sys.argv[2])
 stop = sys.argv[3] if len(sys.argv) > 3 else None
@@ -86,14 +91,19 @@ host, port = addr.rsplit(":", 1)
 conn = http.client.HTTPConnection(host, int(port), timeout=30)
 headers = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
 samples = []
+begin = time.perf_counter()
 for i in range(count):
-    if stop and i % 10 == 0 and os.path.exists(stop):
+    if stop and os.path.exists(stop):
         break
-    start = time.perf_counter()
+    if stop:
+        due = begin + i * 0.005
+        if due > time.perf_counter():
+            time.sleep(due - time.perf_counter())
+    sent = time.perf_counter()
     conn.request("GET", "/v2/bench/blob/manifests/v1", headers=headers)
     response = conn.getresponse()
     response.read()
-    samples.append((time.perf_counter() - start) * 1000)
+    samples.append((time.perf_counter() - sent) * 1000)
     if response.status != 200:
         sys.exit("manifest GET answered %d" % response.status)
 samples.sort()
@@ -101,31 +111,42 @@ pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
 print("%.2f %.2f %d" % (pick(0.50), pick(0.99), len(samples)))
 EOF
 
-# pull ADDR: PULLS downloads of the blob, PARALLEL at a time; prints MB/s
-# (10^6 bytes). Fails when any download is short.
+# cpu PID: CPU seconds (user + system) the process has used so far.
+cpu() {
+    awk -v tck="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / tck}' "/proc/$1/stat"
+}
+
+# pull ADDR PID: PULLS downloads of the blob, PARALLEL at a time; prints MB/s
+# (10^6 bytes), the server's CPU seconds and the pullers' (all curl processes').
+# Fails when any download is short.
 pull() {
+    before=$(cpu "$2")
     start=$(date +%s.%N)
-    seq 1 "$PULLS" | timeout 600 xargs -P "$PARALLEL" -I{} \
+    seq 1 "$PULLS" | /usr/bin/time -f '%U %S' -o "$WORK/pullers" timeout 600 xargs -P "$PARALLEL" -I{} \
         curl -fs --max-time 300 -o /dev/null -w '%{size_download}\n' \
         "http://$1/v2/bench/blob/blobs/$LAYER" >"$WORK/sizes"
     end=$(date +%s.%N)
+    after=$(cpu "$2")
     bad=$(grep -vc "^$LAYER_SIZE\$" "$WORK/sizes" || true)
     if [ "$bad" != 0 ] || [ "$(wc -l <"$WORK/sizes")" != "$PULLS" ]; then
         echo "$1: short downloads"
         exit 1
     fi
-    echo "$PULLS * $LAYER_SIZE / ($end - $start) / 1000000" | bc -l | xargs printf '%.0f'
+    echo "$PULLS * $LAYER_SIZE / ($end - $start) / 1000000" | bc -l | xargs printf '%.0f '
+    echo "$after - $before" | bc -l | xargs printf '%.2f '
+    tail -1 "$WORK/pullers" | awk '{printf "%.2f\n", $1 + $2}'
 }
 
-# loaded ADDR: manifest latency while PARALLEL pullers run; prints "MB/s p50 p99 n".
+# loaded ADDR PID: manifest latency while PARALLEL pullers run; prints
+# "MB/s server-cpu pullers-cpu p50 p99 n".
 loaded() {
     rm -f "$WORK/stop"
     python3 "$WORK/latency.py" "$1" 20000 "$WORK/stop" >"$WORK/loaded" &
     probe=$!
-    mbps=$(pull "$1")
+    pulled=$(pull "$1" "$2")
     touch "$WORK/stop"
     wait "$probe"
-    echo "$mbps $(cat "$WORK/loaded")"
+    echo "$pulled $(cat "$WORK/loaded")"
 }
 
 # warm the page cache and the connections, then measure each twice, interleaved
@@ -135,17 +156,21 @@ set -- $(python3 "$WORK/latency.py" "$AIRLOCK_ADDR" 2000)
 A_IDLE="$1 / $2"
 set -- $(python3 "$WORK/latency.py" "$DISTRIBUTION_ADDR" 2000)
 D_IDLE="$1 / $2"
-set -- $(loaded "$AIRLOCK_ADDR")
-A1=$1; A_LOAD1="$2 / $3 (n=$4)"
-set -- $(loaded "$DISTRIBUTION_ADDR")
-D1=$1; D_LOAD1="$2 / $3 (n=$4)"
-set -- $(loaded "$AIRLOCK_ADDR")
-A2=$1; A_LOAD2="$2 / $3 (n=$4)"
-set -- $(loaded "$DISTRIBUTION_ADDR")
-D2=$1; D_LOAD2="$2 / $3 (n=$4)"
+set -- $(loaded "$AIRLOCK_ADDR" "$AIRLOCK_PID")
+A1=$1; A_CPU1="$2 / $3"; A_LOAD1="$4 / $5 (n=$6)"
+set -- $(loaded "$DISTRIBUTION_ADDR" "$DISTRIBUTION_PID")
+D1=$1; D_CPU1="$2 / $3"; D_LOAD1="$4 / $5 (n=$6)"
+set -- $(loaded "$AIRLOCK_ADDR" "$AIRLOCK_PID")
+A2=$1; A_CPU2="$2 / $3"; A_LOAD2="$4 / $5 (n=$6)"
+set -- $(loaded "$DISTRIBUTION_ADDR" "$DISTRIBUTION_PID")
+D2=$1; D_CPU2="$2 / $3"; D_LOAD2="$4 / $5 (n=$6)"
 
-echo "image: one $LAYER_SIZE-byte blob; $PULLS pulls, $PARALLEL at a time, per round"
-printf '%-16s | %-14s | %-20s | %-26s | %-26s\n' registry "MB/s (2 runs)" "idle p50/p99 ms" "loaded p50/p99 ms, run 1" "loaded p50/p99 ms, run 2"
-printf '%-16s | %-14s | %-20s | %-26s | %-26s\n' airlock "$A1, $A2" "$A_IDLE" "$A_LOAD1" "$A_LOAD2"
-printf '%-16s | %-14s | %-20s | %-26s | %-26s\n' docker-registry "$D1, $D2" "$D_IDLE" "$D_LOAD1" "$D_LOAD2"
+echo "image: one $LAYER_SIZE-byte blob; $PULLS pulls, $PARALLEL at a time, per round; load $(cut -d' ' -f1-3 /proc/loadavg)"
+row='%-16s | %-12s | %-22s | %-14s | %-24s | %-24s\n'
+# shellcheck disable=SC2059 # the format is the variable on purpose
+printf "$row" registry "MB/s" "CPU s server/pullers" "idle p50/p99" "loaded p50/p99 ms, 1" "loaded p50/p99 ms, 2"
+# shellcheck disable=SC2059
+printf "$row" airlock "$A1, $A2" "$A_CPU1; $A_CPU2" "$A_IDLE" "$A_LOAD1" "$A_LOAD2"
+# shellcheck disable=SC2059
+printf "$row" docker-registry "$D1, $D2" "$D_CPU1; $D_CPU2" "$D_IDLE" "$D_LOAD1" "$D_LOAD2"
 echo "throughput ratio airlock/docker-registry: $(echo "($A1 + $A2) / ($D1 + $D2)" | bc -l | xargs printf '%.2f')"
