@@ -1,11 +1,14 @@
 //! Connections that take turns: each yields its worker after writing [`WRITE_SHARE`]
-//! bytes, so a manifest GET is not queued behind many large blob writes.
+//! bytes, so no blob connection holds a worker for long.
 //!
 //! Why: hyper writes a response for as long as the socket takes bytes (up to 16 body
 //! frames, 2 MiB each, per poll), and on loopback, where the client drains as fast as
-//! the server writes, one poll of a blob connection could copy tens of megabytes. With
-//! 16 pullers, a small request waited for every one of those polls on its worker:
-//! 30–150 ms per manifest GET, measured (`docs/benchmarks.md`, registry).
+//! the server writes, one poll of a blob connection could send tens of megabytes while
+//! the other connections on that worker waited. Small requests no longer share
+//! workers with blob writes ([`super::lanes`]); this keeps the blob connections fair
+//! to each other. The share is large because each turn costs: with 256 KiB shares the
+//! server used 0.84–1.00 CPU seconds per 3.2 GB sent, with 4 MiB 0.57–0.64
+//! (`docs/benchmarks.md`, registry).
 //!
 //! 1. [`FairListener`] wraps any listener (plain TCP or TLS) and hands out [`Fair`]
 //!    connections.
@@ -22,7 +25,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes a connection writes before it lets the other connections on its worker run.
-pub(crate) const WRITE_SHARE: usize = 256 * 1024;
+pub(crate) const WRITE_SHARE: usize = 4 * 1024 * 1024;
 
 /// A listener whose connections take turns writing (see the module).
 pub(crate) struct FairListener<L> {

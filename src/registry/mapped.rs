@@ -29,8 +29,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-/// Live windows by start address: length, file and the file offset of their start.
-static WINDOWS: Mutex<BTreeMap<usize, (usize, Arc<File>, u64)>> = Mutex::new(BTreeMap::new());
+/// A live window: its length, its file and the file offset of its start.
+type Listed = (usize, Arc<File>, u64);
+
+/// Live windows by start address.
+static WINDOWS: Mutex<BTreeMap<usize, Listed>> = Mutex::new(BTreeMap::new());
 
 /// The file and offset behind `bytes` when they start inside a live window, with how
 /// many of them (at most `bytes.len()`) the window holds from there.
@@ -177,7 +180,11 @@ mod tests {
         let address = window.as_ptr() as usize;
         drop(window);
         // (another test may have mapped something else at the same address since)
-        let entry = WINDOWS.lock().unwrap().get(&address).map(|(len, _, at)| (*len, *at));
+        let entry = WINDOWS
+            .lock()
+            .unwrap()
+            .get(&address)
+            .map(|(len, _, at)| (*len, *at));
         assert_ne!(entry, Some((32 * 1024, 4097)));
         let err = Region::open(file, 50_000, 50_001).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");

@@ -5,8 +5,10 @@
 //!    until a shutdown future resolves; [`RegistryServer::spawn`] does the same on a
 //!    background task and returns a [`RunningRegistry`] handle (tests, installs).
 //!    With [`ServerConfig::tls`] set, connections go through [`TlsListener`] first.
-//!    Every connection takes turns on its worker ([`super::fair`]): it yields after
-//!    each 256 KiB written, so small requests are not queued behind blob writes.
+//!    Connections sending large blobs run on a runtime of their own
+//!    ([`super::lanes`]), so small requests are not queued behind blob writes, and
+//!    take turns there ([`super::fair`]). Plain-HTTP connections send blob bytes with
+//!    `sendfile` ([`super::zerocopy`]).
 //! 2. Every request goes through [`handle`]: it takes a permit (bounding how many
 //!    requests run at once), checks basic auth when an htpasswd file is set, parses the path into a [`Route`] (names may hold
 //!    slashes), checks names, tags and digests, and dispatches.

@@ -62,8 +62,13 @@ impl Zerocopy {
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
             let sent = self.tcp.try_io(Interest::WRITABLE, || {
-                nix::sys::sendfile::sendfile64(self.tcp.as_fd(), file.as_fd(), Some(&mut offset), len)
-                    .map_err(io::Error::from)
+                nix::sys::sendfile::sendfile64(
+                    self.tcp.as_fd(),
+                    file.as_fd(),
+                    Some(&mut offset),
+                    len,
+                )
+                .map_err(io::Error::from)
             });
             match sent {
                 Ok(n) => return Poll::Ready(Ok(Some(n))),

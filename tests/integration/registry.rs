@@ -769,3 +769,119 @@ async fn basic_auth_guards_every_request() {
     assert_eq!(descriptor.digest.to_string(), c.layout.manifest_digest);
     registry.stop().await.unwrap();
 }
+
+/// Random bytes (so nothing along the way can compress or dedupe them).
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in bytes.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_curl_connection_mixes_manifests_and_large_blobs_and_stop_finishes_a_download() {
+    // Large blobs move their connection to the bulk lane and back, and are sent with
+    // sendfile in windows; curl reuses one connection for every URL it is given.
+    if support::require("curl").is_none() {
+        return;
+    }
+    let Some(c) = cluster() else { return };
+    let blob = random_bytes(40 * 1024 * 1024 + 12_345);
+    let digest = c.store.put_bytes(&blob).unwrap();
+    let registry = serve(&c.store, ServerConfig::read_only()).await;
+    let out = tempfile::tempdir().unwrap();
+    let blob_url = format!("{}/v2/library/busybox/blobs/{digest}", registry.url());
+    let manifest_url = format!("{}/v2/library/busybox/manifests/1.36", registry.url());
+    let file = |name: &str| out.path().join(name).display().to_string();
+    let accept = format!("Accept: {}", oci::MEDIA_TYPE_MANIFEST);
+    let common = [
+        "-fsS",
+        "-H",
+        &accept,
+        "-w",
+        "%{num_connects} %{http_code}\n",
+    ];
+    let mut curl = std::process::Command::new("curl");
+    curl.args(common);
+    curl.args([
+        &manifest_url,
+        "-o",
+        &file("m1"),
+        &blob_url,
+        "-o",
+        &file("b1"),
+    ]);
+    curl.args([&manifest_url, "-o", &file("m2")]);
+    // A range across the 2 MiB windows, then the whole blob again (`--next` starts
+    // a new set of options; the connection is still reused).
+    curl.arg("--next")
+        .args(common)
+        .args(["-r", "2097000-6291500"]);
+    curl.args([&blob_url, "-o", &file("r1")]);
+    curl.arg("--next").args(common);
+    curl.args([
+        &blob_url,
+        "-o",
+        &file("b2"),
+        &manifest_url,
+        "-o",
+        &file("m3"),
+    ]);
+    let output = tokio::task::spawn_blocking(move || curl.output().unwrap())
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(
+        lines,
+        ["1 200", "0 200", "0 200", "0 206", "0 200", "0 200"],
+        "one connection, every answer as expected"
+    );
+    for name in ["m1", "m2", "m3"] {
+        assert_eq!(std::fs::read(file(name)).unwrap(), c.layout.manifest);
+    }
+    for name in ["b1", "b2"] {
+        assert!(std::fs::read(file(name)).unwrap() == blob, "{name} differs");
+    }
+    assert!(std::fs::read(file("r1")).unwrap() == blob[2_097_000..=6_291_500]);
+
+    // A slow download in flight when the registry is stopped is finished first.
+    let mut slow = std::process::Command::new("curl");
+    slow.args([
+        "-fsS",
+        "--limit-rate",
+        "10M",
+        &blob_url,
+        "-o",
+        &file("slow"),
+    ]);
+    let mut slow = slow.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::metadata(file("slow")).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the slow download never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let addr = registry.addr;
+    registry.stop().await.unwrap();
+    let received = std::fs::metadata(file("slow")).unwrap().len();
+    assert!(
+        received < blob.len() as u64,
+        "the download was over before the registry stopped: the test proves nothing"
+    );
+    let status = slow.wait().unwrap();
+    assert!(status.success(), "the download in flight was cut: {status}");
+    assert!(std::fs::read(file("slow")).unwrap() == blob);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "a stopped registry still accepts connections"
+    );
+}
