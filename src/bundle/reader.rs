@@ -548,6 +548,11 @@ impl BlobSource for Bundle {
         )])
     }
 
+    /// A bundle's image never changes while it is open.
+    fn images_version(&self) -> io::Result<Option<crate::image::ImagesVersion>> {
+        Ok(Some([0; 4]))
+    }
+
     fn locate(&self, digest: &Digest) -> io::Result<Option<BlobLocation>> {
         let Some(entry) = self.entry(digest) else {
             return Ok(None);

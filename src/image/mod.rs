@@ -61,11 +61,36 @@ pub trait BlobSource: Send + Sync + 'static {
     fn images(&self) -> io::Result<Vec<(String, Descriptor)>>;
     /// Where the blob `digest` is, or `None` when the source does not have it.
     fn locate(&self, digest: &Digest) -> io::Result<Option<BlobLocation>>;
+    /// A value that changes whenever [`BlobSource::images`] may answer differently,
+    /// cheap enough to take on every request (one `stat` at most); `None` when the
+    /// source cannot tell, and nothing derived from its images may be cached.
+    fn images_version(&self) -> io::Result<Option<ImagesVersion>> {
+        Ok(None)
+    }
 }
+
+/// See [`BlobSource::images_version`].
+pub type ImagesVersion = [u64; 4];
 
 impl BlobSource for store::Store {
     fn images(&self) -> io::Result<Vec<(String, Descriptor)>> {
         store::Store::images(self).map_err(io::Error::other)
+    }
+
+    /// `index.json` is only ever replaced (temp file, then rename): its inode, size and
+    /// times change with every write.
+    fn images_version(&self) -> io::Result<Option<ImagesVersion>> {
+        use std::os::unix::fs::MetadataExt as _;
+        match std::fs::metadata(self.root().join("index.json")) {
+            Ok(m) => Ok(Some([
+                m.ino(),
+                m.size(),
+                m.mtime().cast_unsigned(),
+                (m.mtime_nsec().cast_unsigned() << 32) ^ m.ctime_nsec().cast_unsigned(),
+            ])),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some([0; 4])),
+            Err(e) => Err(e),
+        }
     }
 
     fn locate(&self, digest: &Digest) -> io::Result<Option<BlobLocation>> {

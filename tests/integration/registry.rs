@@ -885,3 +885,62 @@ async fn one_curl_connection_mixes_manifests_and_large_blobs_and_stop_finishes_a
         "a stopped registry still accepts connections"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_answers_follow_the_store_when_it_changes_under_the_registry() {
+    // Manifest answers are cached while the store's index.json is unchanged: a tag
+    // moved by another process and a blob deleted through the registry are seen at once.
+    let Some(c) = cluster() else { return };
+    let mut config = ServerConfig::writable(c.store.clone());
+    config.delete_enabled = true;
+    let registry = serve(&c.store, config).await;
+    let http = reqwest::Client::new();
+    let accept = format!("{}, {}", oci::MEDIA_TYPE_INDEX, oci::MEDIA_TYPE_MANIFEST);
+    let get = |path: String| {
+        http.get(format!("{}{path}", registry.url()))
+            .header("accept", &accept)
+            .send()
+    };
+    let tag = "/v2/library/demo/manifests/v1".to_string();
+    for _ in 0..2 {
+        let r = get(tag.clone()).await.unwrap();
+        assert_eq!(
+            header(&r, "docker-content-digest"),
+            c.index_digest.to_string()
+        );
+    }
+
+    // Another handle on the store (as another airlock process would) moves the tag.
+    let busybox = Descriptor::new(
+        oci::MEDIA_TYPE_MANIFEST,
+        c.layout.manifest_digest.parse().unwrap(),
+        c.layout.manifest.len() as u64,
+    );
+    let other = Store::open(c.store.root()).unwrap();
+    other
+        .set_ref("docker.io/library/demo:v1", &busybox)
+        .unwrap();
+    let r = get(tag).await.unwrap();
+    assert_eq!(
+        header(&r, "docker-content-digest"),
+        c.layout.manifest_digest
+    );
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        c.layout.manifest.as_slice()
+    );
+
+    // By digest, then the blob deleted through the registry: gone at once.
+    let by_digest = format!("/v2/library/busybox/manifests/{}", c.index_digest);
+    assert_eq!(get(by_digest.clone()).await.unwrap().status(), 200);
+    let delete = format!(
+        "{}/v2/library/busybox/blobs/{}",
+        registry.url(),
+        c.index_digest
+    );
+    assert_eq!(http.delete(delete).send().await.unwrap().status(), 202);
+    let r = get(by_digest).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
+    registry.stop().await.unwrap();
+}
