@@ -19,8 +19,10 @@
 //!    polls it at once, which registers its wakers afresh (every `Pending` future
 //!    must wake the waker of its latest poll), so no wake-up is lost by the move.
 //! 4. Shutdown: stop accepting, ask every connection to finish the request in
-//!    flight (hyper's graceful shutdown), wait for all to end, then stop the bulk
-//!    lane's threads.
+//!    flight (hyper's graceful shutdown) and wait for all to end, for at most the
+//!    grace period: a client that stopped reading mid-blob would otherwise hold the
+//!    registry up for as long as it keeps its connection open. Connections still open
+//!    then are closed. Then the bulk lane's threads stop.
 
 use std::future::Future;
 use std::io;
@@ -32,6 +34,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -82,6 +85,23 @@ impl Drop for BulkGuard {
     }
 }
 
+/// `bytes` holding `guard` until they are dropped: a body's last window keeps its
+/// connection on the bulk lane until hyper has written it, not only until the body
+/// has handed it over. The bytes stay where they are (so `sendfile` still finds
+/// their window).
+pub(super) fn hold(bytes: Bytes, guard: &Arc<BulkGuard>) -> Bytes {
+    struct Held(
+        Bytes,
+        #[allow(dead_code, reason = "held for its Drop")] Arc<BulkGuard>,
+    );
+    impl AsRef<[u8]> for Held {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    Bytes::from_owner(Held(bytes, guard.clone()))
+}
+
 /// The two runtimes a connection can run on.
 struct Lanes {
     control: Handle,
@@ -103,13 +123,14 @@ impl Drop for BulkRuntime {
 type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Serve `router` on `listener`'s connections until `shutdown` resolves, then let
-/// the requests in flight finish. `sendfile`: the listener's connections send blob
-/// windows with `sendfile`.
+/// the requests in flight finish within `grace`. `sendfile`: the listener's
+/// connections send blob windows with `sendfile`.
 pub(super) async fn serve<L>(
     mut listener: L,
     sendfile: bool,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
 ) -> io::Result<()>
 where
     L: axum::serve::Listener,
@@ -130,7 +151,7 @@ where
             .map(|r| r.handle().clone())
             .ok_or_else(|| io::Error::other("the registry's bulk runtime is gone"))?,
     });
-    let (stop, stopping) = watch::channel(false);
+    let (stop, stopping) = watch::channel(Stop::Serving);
     // Every connection holds a sender; `recv` answers `None` once all have ended.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
@@ -155,11 +176,31 @@ where
         });
     }
     drop(listener);
-    let _ = stop.send(true);
+    let _ = stop.send(Stop::Finishing);
     drop(open);
-    let _ = all_closed.recv().await;
+    if tokio::time::timeout(grace, all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "registry: connections still open {} s after shutdown began; closing them",
+            grace.as_secs()
+        );
+        let _ = stop.send(Stop::Closing);
+        let _ = all_closed.recv().await;
+    }
     drop(bulk);
     Ok(())
+}
+
+/// Where shutdown is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stop {
+    Serving,
+    /// Finish the request in flight, then close.
+    Finishing,
+    /// Close now: the grace period is over.
+    Closing,
 }
 
 /// One connection served by hyper until it closes, or until shutdown lets its request
@@ -168,7 +209,7 @@ fn connection<I>(
     io: I,
     router: Router,
     lane: Lane,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<Stop>,
     open: mpsc::Sender<()>,
 ) -> Connection
 where
@@ -188,15 +229,24 @@ where
             .header_read_timeout(HEADER_TIMEOUT);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let stop = async move {
-            // An error means `serve` is gone: shut down too.
-            let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
+        // An error means `serve` is gone: stop too.
+        let reached = |stop: Stop| {
+            let mut stopping = stopping.clone();
+            async move {
+                let _ = stopping.wait_for(|now| *now >= stop).await;
+            }
         };
         let result = tokio::select! {
             result = conn.as_mut() => result,
-            () = stop => {
+            () = reached(Stop::Finishing) => {
                 conn.as_mut().graceful_shutdown();
-                conn.await
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    () = reached(Stop::Closing) => {
+                        tracing::debug!("registry: connection closed at the end of the shutdown grace period");
+                        Ok(())
+                    }
+                }
             }
         };
         if let Err(e) = result {
@@ -259,6 +309,19 @@ mod tests {
         drop(first);
         assert!(lane.is_bulk());
         drop(second);
+        assert!(!lane.is_bulk());
+    }
+
+    #[test]
+    fn held_bytes_keep_the_connection_bulk_and_stay_where_they_are() {
+        let lane = Lane::default();
+        let guard = Arc::new(lane.bulk());
+        let window = Bytes::from(vec![1u8, 2, 3]);
+        let held = hold(window.clone(), &guard);
+        assert_eq!(held.as_ptr(), window.as_ptr(), "no copy");
+        drop(guard);
+        assert!(lane.is_bulk(), "the last window is not written yet");
+        drop(held);
         assert!(!lane.is_bulk());
     }
 

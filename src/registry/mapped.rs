@@ -6,7 +6,7 @@
 //!    mapped (`MAP_POPULATE`, so page-cache misses are read on the calling blocking
 //!    thread, never on an async worker that later writes the window). Windows that
 //!    will go out by `sendfile` ([`Region::for_sendfile`]) are read into the page
-//!    cache instead, and not mapped page by page.
+//!    cache on that thread too, but not left mapped page by page.
 //! 3. The caller hands the window to the connection as [`bytes::Bytes`]; the window is
 //!    unmapped when the connection has written it.
 //! 4. Every live window is listed with the file and offset it maps, so a plain TCP
@@ -112,12 +112,34 @@ impl Region {
     }
 
     /// Windows for a connection that sends them with `sendfile`
-    /// ([`super::zerocopy`]): their pages are read into the page cache (`posix_fadvise`
-    /// `WILLNEED`) rather than mapped, which costs the page tables nothing; bytes that
-    /// are read through memory after all are faulted in where they are read.
+    /// ([`super::zerocopy`]): their pages are read into the page cache on the calling
+    /// (blocking) thread, so `sendfile` on an async worker never waits for the disk,
+    /// but they are not left mapped, so they add nothing to the process's memory;
+    /// bytes read through memory after all are faulted in where they are read.
     pub(crate) fn for_sendfile(mut self) -> Self {
         self.sendfile = true;
         self
+    }
+
+    /// Read `map`'s pages into the page cache and drop them from the page tables
+    /// again (`MADV_POPULATE_READ`, then `MADV_DONTNEED`, which for a shared file
+    /// mapping only unmaps: the next access faults the same cached page back in).
+    /// Kernels before 5.14 lack the first: the pages are then only read ahead.
+    fn read_into_page_cache(&self, map: &memmap2::Mmap, len: usize) {
+        if map.advise(memmap2::Advice::PopulateRead).is_ok() {
+            // SAFETY: `DONTNEED` on a read-only shared file mapping discards no data.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+            return;
+        }
+        if let (Ok(at), Ok(n)) = (i64::try_from(self.next), i64::try_from(len)) {
+            // Only advice: a failure leaves reading to `sendfile`.
+            let _ = nix::fcntl::posix_fadvise(
+                &*self.file,
+                at,
+                n,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
     }
 
     /// The next window of at most `window` bytes, or `None` at the end.
@@ -128,22 +150,17 @@ impl Region {
         let len = usize::try_from((self.end - self.next).min(window as u64)).unwrap_or(window);
         let mut options = memmap2::MmapOptions::new();
         options.offset(self.next).len(len);
-        if self.sendfile {
-            if let (Ok(at), Ok(n)) = (i64::try_from(self.next), i64::try_from(len)) {
-                // Only advice: a failure leaves reading to `sendfile`.
-                let _ = nix::fcntl::posix_fadvise(
-                    &*self.file,
-                    at,
-                    n,
-                    nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
-                );
-            }
-        } else {
+        if !self.sendfile {
             options.populate();
         }
         // SAFETY: read-only map of a file airlock never truncates or rewrites in
         // place (see the module's documentation); `open` checked the bounds.
         let map = unsafe { options.map(&*self.file) };
+        if self.sendfile
+            && let Ok(map) = &map
+        {
+            self.read_into_page_cache(map, len);
+        }
         let offset = self.next;
         self.next += len as u64;
         Some(map.map(|map| Bytes::from_owner(Window::new(map, self.file.clone(), offset))))

@@ -83,6 +83,9 @@ pub struct ServerConfig {
     /// Serve HTTPS with this configuration (see [`super::tls::server_config`]);
     /// `None` serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long shutdown waits for requests in flight before it closes their
+    /// connections.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -95,6 +98,7 @@ impl ServerConfig {
             max_concurrent_requests: 512,
             htpasswd: None,
             tls: None,
+            shutdown_grace: std::time::Duration::from_secs(30),
         }
     }
 
@@ -148,21 +152,23 @@ impl RegistryServer {
     }
 
     /// Serve on `listener` (over TLS when [`ServerConfig::tls`] is set) until
-    /// `shutdown` resolves, then finish the requests in flight.
+    /// `shutdown` resolves, then finish the requests in flight (for at most
+    /// [`ServerConfig::shutdown_grace`]).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         let router = self.router();
+        let grace = self.state.config.shutdown_grace;
         match self.state.config.tls.clone() {
             Some(tls) => {
                 let listener = FairListener::new(TlsListener::new(listener, tls)?);
-                super::lanes::serve(listener, false, router, shutdown).await
+                super::lanes::serve(listener, false, router, shutdown, grace).await
             }
             None => {
                 let listener = FairListener::new(ZerocopyListener::new(listener));
-                super::lanes::serve(listener, true, router, shutdown).await
+                super::lanes::serve(listener, true, router, shutdown, grace).await
             }
         }
     }
@@ -680,10 +686,17 @@ fn stream_region(
             }
         }
     });
-    // The guard lives in the stream's state: dropped with the body.
+    // Every window holds the guard until it is written (see `lanes::hold`).
+    let bulk = bulk.map(Arc::new);
     Body::from_stream(futures_util::stream::unfold(
         (rx, bulk),
-        |(mut rx, bulk)| async move { rx.recv().await.map(|chunk| (chunk, (rx, bulk))) },
+        |(mut rx, bulk)| async move {
+            let chunk = match (rx.recv().await?, &bulk) {
+                (Ok(window), Some(guard)) => Ok(super::lanes::hold(window, guard)),
+                (chunk, _) => chunk,
+            };
+            Some((chunk, (rx, bulk)))
+        },
     ))
 }
 

@@ -38,7 +38,11 @@ impl axum::serve::Listener for ZerocopyListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (tcp, addr) = axum::serve::Listener::accept(&mut self.inner).await;
         let _ = tcp.set_nodelay(true);
-        (Zerocopy { tcp }, addr)
+        let io = Zerocopy {
+            tcp,
+            write_only: false,
+        };
+        (io, addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -49,12 +53,22 @@ impl axum::serve::Listener for ZerocopyListener {
 /// A TCP connection that sends mapped blob windows with `sendfile` (see the module).
 pub(crate) struct Zerocopy {
     tcp: TcpStream,
+    /// `sendfile` refused a file of this connection as unsupported: write instead.
+    write_only: bool,
 }
 
 impl Zerocopy {
     /// Send `bytes` (which start inside a live window) from the window's file.
-    /// `Ok(None)` when the window is gone, and the bytes must be written instead.
-    fn poll_sendfile(&self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<Option<usize>>> {
+    /// `Ok(None)` when they must be written instead: no live window holds them, or
+    /// the file's filesystem cannot `sendfile`.
+    fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<Option<usize>>> {
+        if self.write_only {
+            return Poll::Ready(Ok(None));
+        }
         let Some((file, offset, len)) = file_behind(bytes) else {
             return Poll::Ready(Ok(None));
         };
@@ -73,10 +87,25 @@ impl Zerocopy {
             match sent {
                 Ok(n) => return Poll::Ready(Ok(Some(n))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if unsupported(&e) => {
+                    tracing::debug!("registry: sendfile unsupported ({e}); writing instead");
+                    self.write_only = true;
+                    return Poll::Ready(Ok(None));
+                }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
+}
+
+/// `sendfile` cannot serve this file (its filesystem does not support it), but a
+/// plain write of the same bytes can.
+fn unsupported(error: &io::Error) -> bool {
+    use nix::errno::Errno;
+    [Errno::EINVAL, Errno::ENOSYS, Errno::EOPNOTSUPP]
+        .iter()
+        .any(|errno| error.raw_os_error() == Some(*errno as i32))
 }
 
 impl AsyncRead for Zerocopy {

@@ -944,3 +944,37 @@ async fn manifest_answers_follow_the_store_when_it_changes_under_the_registry() 
     assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
     registry.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_closes_a_connection_that_stopped_reading_once_the_grace_period_is_over() {
+    // A client that asked for a large blob and never reads would hold a graceful
+    // shutdown for as long as it keeps its connection open.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let digest = store.put_bytes(&random_bytes(40 * 1024 * 1024)).unwrap();
+    let mut config = ServerConfig::read_only();
+    config.shutdown_grace = std::time::Duration::from_secs(1);
+    let registry = serve(&store, config).await;
+    let mut stalled = tokio::net::TcpStream::connect(registry.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let request = format!("GET /v2/any/blobs/{digest} HTTP/1.1\r\nHost: registry\r\n\r\n");
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    // The answer has begun: the blob is in flight, and nobody reads the rest.
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    // (a hang guard, not a timing assertion)
+    tokio::time::timeout(std::time::Duration::from_secs(120), registry.stop())
+        .await
+        .expect("stop returned")
+        .unwrap();
+    // The server closed the connection: reading what is left ends (EOF or reset)
+    // well before the 40 MiB a complete answer would hold.
+    let mut rest = Vec::new();
+    let read = stalled.read_to_end(&mut rest).await;
+    assert!(
+        read.is_err() || rest.len() < 40 * 1024 * 1024,
+        "the whole blob arrived: the connection was not cut"
+    );
+}
