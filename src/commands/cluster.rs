@@ -9,7 +9,9 @@
 //!    are skipped on hosts), first cleaning the hosts the journal has but the file no
 //!    longer lists (scale down), and running the scale-up plugins on hosts it adds. On
 //!    a Kubernetes cluster, running masters get a PKI re-issued for new masters before
-//!    those join, and workers' load balancers every master after the joins.
+//!    those join, and workers' load balancers every master after the joins. Until the
+//!    operator confirmed, it writes nothing under `<store>/clusters/<name>/` but a
+//!    Kubernetes image's first PKI: the preflight report and the log wait in memory.
 //! 3. `clean` runs `installer/reset.sh` on hosts (the runtime's uninstall, then
 //!    everything airlock put there).
 //! 4. The journal and the Clusterfile are saved on the operator, atomically, after every
@@ -25,7 +27,9 @@ use anyhow::Context as _;
 
 use super::bad_input;
 use super::progress::{EngineArgs, Progress, Tee};
-use super::run::{LineReporter, connect_all, host_checks, log_file, preflight};
+use super::run::{
+    LineReporter, connect_all, host_checks, keep_preflight_report, log_file, preflight,
+};
 use crate::image::BlobSource;
 use crate::install::journal::{self, Journal, Outcome};
 use crate::install::limits::{self, Limits};
@@ -206,12 +210,9 @@ pub(crate) async fn converge_image(
             )));
         }
     }
-    let log_path = log_file(settings, &spec.name)?;
-    let progress = Progress::new(
-        Arc::new(LineReporter::new(printer, &log_path)?),
-        engine.format,
-        printer,
-    );
+    // The log stays in memory until the operator confirmed (see `converge_with`).
+    let lines = Arc::new(LineReporter::held(printer, log_file(settings, &spec.name)));
+    let progress = Progress::new(lines.clone(), engine.format, printer);
     let mut plan = None;
     let result = converge_with(
         cf,
@@ -221,6 +222,7 @@ pub(crate) async fn converge_image(
         limits,
         &ignore,
         &progress,
+        &lines,
         settings,
         printer,
         artifacts_only,
@@ -230,7 +232,9 @@ pub(crate) async fn converge_image(
         plan = Some(p);
         summary
     });
-    printer.status(format!("log: {}", log_path.display()));
+    if let Some(path) = lines.log_path() {
+        printer.status(format!("log: {}", path.display()));
+    }
     progress.finish(result)?;
     plan.ok_or_else(|| anyhow::anyhow!("the install finished without its plan"))
 }
@@ -244,6 +248,7 @@ async fn converge_with(
     limits: Limits,
     ignore: &BTreeSet<CheckId>,
     progress: &Progress,
+    log: &LineReporter,
     settings: &Settings,
     printer: Printer,
     artifacts_only: bool,
@@ -292,12 +297,11 @@ async fn converge_with(
     everyone.hosts.extend(leaving.iter().cloned());
     let remotes = connect_all(&everyone, settings, printer).await?;
     preflight(&spec, &remotes).await?;
-    host_checks(
+    let report = host_checks(
         &spec,
         &remotes,
         &Requirements::for_image(&plan.config, plan.payload_bytes()),
         ignore,
-        &dir,
         printer,
     )
     .await?;
@@ -318,6 +322,10 @@ async fn converge_with(
         ));
     }
     confirm(yes, &what)?;
+    // Only now is the cluster's directory written: a declined command, or one whose
+    // checks failed, leaves no directory behind for a cluster that did not exist.
+    keep_preflight_report(&dir, &report)?;
+    log.open_log()?;
 
     if !leaving.is_empty() {
         workers_leaving(
