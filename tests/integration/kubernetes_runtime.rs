@@ -22,6 +22,10 @@
 //! `airlock upgrade` to an image whose `etc/kubeadm.yml` has a document without `kind`:
 //! exit 2 on one line naming the file and document, and nothing changed on the host
 //! (no upgrade marker, the same files, no command) or in the cluster's record.
+//!
+//! `a_new_kubernetes_cluster_not_confirmed_...`: `run` of a new cluster without `--yes`
+//! and without a terminal exits 2 after the checks and leaves no cluster directory
+//! (the PKI made for the question is removed) and nothing on the host.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1136,23 +1140,17 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
-#[test]
-fn upgrade_to_an_image_whose_kubeadm_layer_does_not_merge_exits_2_and_changes_nothing() {
-    let Some((work, store, tb)) = doubles_image_and_hosts(
-        "upgrade_to_an_image_whose_kubeadm_layer_does_not_merge_exits_2_and_changes_nothing",
-        1,
-    ) else {
-        return;
-    };
-    let m1 = tb.hosts[0].to_string();
-    let cf = work.path().join("Clusterfile");
+/// A Clusterfile of the kube-doubles cluster `name` on the testbed's first host, as
+/// its only master.
+fn one_master(work: &Path, tb: &Testbed, name: &str) -> PathBuf {
+    let cf = work.join("Clusterfile");
     std::fs::write(
         &cf,
         format!(
             "apiVersion: sealer.io/v2
 kind: Cluster
 metadata:
-  name: bad-layer
+  name: {name}
 spec:
   image: kube-doubles:v1
   env: [ KubeRestartWait=0 ]
@@ -1163,10 +1161,23 @@ spec:
     - ips: [ {m1} ]
       roles: [ master ]
 ",
-            key = tb.key.display()
+            key = tb.key.display(),
+            m1 = tb.hosts[0]
         ),
     )
     .unwrap();
+    cf
+}
+
+#[test]
+fn upgrade_to_an_image_whose_kubeadm_layer_does_not_merge_exits_2_and_changes_nothing() {
+    let Some((work, store, tb)) = doubles_image_and_hosts(
+        "upgrade_to_an_image_whose_kubeadm_layer_does_not_merge_exits_2_and_changes_nothing",
+        1,
+    ) else {
+        return;
+    };
+    let cf = one_master(work.path(), &tb, "bad-layer");
     ok(
         airlock(&store)
             .args(["run", "-f"])
@@ -1223,5 +1234,53 @@ spec:
     assert_eq!(tree(&state), state_before, "the cluster's record changed");
     let recorded = std::fs::read_to_string(state.join("Clusterfile")).unwrap();
     assert!(recorded.contains("kube-doubles:v1"), "{recorded}");
+    tb.down().unwrap();
+}
+
+#[test]
+fn a_new_kubernetes_cluster_not_confirmed_leaves_no_state_behind() {
+    let Some((work, store, tb)) = doubles_image_and_hosts(
+        "a_new_kubernetes_cluster_not_confirmed_leaves_no_state_behind",
+        1,
+    ) else {
+        return;
+    };
+    let cf = one_master(work.path(), &tb, "unconfirmed");
+    // No terminal and no --yes: the checks pass, the PKI is made for the question,
+    // then the command stops unconfirmed.
+    let out = airlock(&store)
+        .args(["run", "-f"])
+        .arg(&cf)
+        .output()
+        .unwrap();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("preflight: 1 hosts passed") && msg.contains("pass --yes"),
+        "{msg}"
+    );
+    let state = store.join("clusters/unconfirmed");
+    assert!(
+        !state.exists(),
+        "an unconfirmed run left {:?} behind",
+        tree(&state).keys().collect::<Vec<_>>()
+    );
+    assert!(
+        !tb.exec(1, &["test", "-e", "/var/lib/airlock"])
+            .status
+            .success(),
+        "an unconfirmed run touched the host"
+    );
+    // Confirmed, the same command makes the PKI and installs.
+    ok(
+        airlock(&store)
+            .args(["run", "-f"])
+            .arg(&cf)
+            .arg("--yes")
+            .output()
+            .unwrap(),
+        "airlock run --yes",
+    );
+    assert!(state.join("kubernetes/pki-files/pki/ca.crt").is_file());
     tb.down().unwrap();
 }
