@@ -9,7 +9,10 @@
 //!    are skipped on hosts), first cleaning the hosts the journal has but the file no
 //!    longer lists (scale down), and running the scale-up plugins on hosts it adds. On
 //!    a Kubernetes cluster, running masters get a PKI re-issued for new masters before
-//!    those join, and workers' load balancers every master after the joins.
+//!    those join, and workers' load balancers every master after the joins. Until the
+//!    operator confirmed, it leaves nothing under `<store>/clusters/<name>/`: the
+//!    preflight report and the log wait in memory, and a Kubernetes image's first PKI
+//!    (made while the runtime is prepared) is removed again if the command stops.
 //! 3. `clean` runs `installer/reset.sh` on hosts (the runtime's uninstall, then
 //!    everything airlock put there).
 //! 4. The journal and the Clusterfile are saved on the operator, atomically, after every
@@ -25,7 +28,9 @@ use anyhow::Context as _;
 
 use super::bad_input;
 use super::progress::{EngineArgs, Progress, Tee};
-use super::run::{LineReporter, connect_all, host_checks, log_file, preflight};
+use super::run::{
+    LineReporter, connect_all, host_checks, keep_preflight_report, log_file, preflight,
+};
 use crate::image::BlobSource;
 use crate::install::journal::{self, Journal, Outcome};
 use crate::install::limits::{self, Limits};
@@ -206,12 +211,9 @@ pub(crate) async fn converge_image(
             )));
         }
     }
-    let log_path = log_file(settings, &spec.name)?;
-    let progress = Progress::new(
-        Arc::new(LineReporter::new(printer, &log_path)?),
-        engine.format,
-        printer,
-    );
+    // The log stays in memory until the operator confirmed (see `converge_with`).
+    let lines = Arc::new(LineReporter::held(printer, log_file(settings, &spec.name)));
+    let progress = Progress::new(lines.clone(), engine.format, printer);
     let mut plan = None;
     let result = converge_with(
         cf,
@@ -221,6 +223,7 @@ pub(crate) async fn converge_image(
         limits,
         &ignore,
         &progress,
+        &lines,
         settings,
         printer,
         artifacts_only,
@@ -230,7 +233,9 @@ pub(crate) async fn converge_image(
         plan = Some(p);
         summary
     });
-    printer.status(format!("log: {}", log_path.display()));
+    if let Some(path) = lines.log_path() {
+        printer.status(format!("log: {}", path.display()));
+    }
     progress.finish(result)?;
     plan.ok_or_else(|| anyhow::anyhow!("the install finished without its plan"))
 }
@@ -244,12 +249,17 @@ async fn converge_with(
     limits: Limits,
     ignore: &BTreeSet<CheckId>,
     progress: &Progress,
+    log: &LineReporter,
     settings: &Settings,
     printer: Printer,
     artifacts_only: bool,
 ) -> anyhow::Result<(String, ImagePlan)> {
     let mut plan = ImagePlan::read(from.source.as_ref(), &from.image).map_err(bad_input)?;
     let dir = journal::cluster_dir(&settings.root, &spec.name);
+    // A Kubernetes image's PKI and token are made while its runtime is prepared, before
+    // the question: for a cluster new to this machine they go again if the command
+    // stops before the operator confirmed.
+    let unconfirmed = NewClusterState::watch(&dir);
     // The Kubernetes runtime goes into the plan once its running hosts caught up.
     let kubernetes = if artifacts_only {
         plan.runtime = Arc::new(crate::install::runtime::GenericRuntime::default());
@@ -292,12 +302,11 @@ async fn converge_with(
     everyone.hosts.extend(leaving.iter().cloned());
     let remotes = connect_all(&everyone, settings, printer).await?;
     preflight(&spec, &remotes).await?;
-    host_checks(
+    let report = host_checks(
         &spec,
         &remotes,
         &Requirements::for_image(&plan.config, plan.payload_bytes()),
         ignore,
-        &dir,
         printer,
     )
     .await?;
@@ -318,6 +327,11 @@ async fn converge_with(
         ));
     }
     confirm(yes, &what)?;
+    unconfirmed.confirmed();
+    // Only now is the cluster's directory written: a declined command, or one whose
+    // checks failed, leaves no directory behind for a cluster that did not exist.
+    keep_preflight_report(&dir, &report)?;
+    log.open_log()?;
 
     if !leaving.is_empty() {
         workers_leaving(
@@ -410,6 +424,42 @@ async fn converge_with(
         install.spec.registry.address()
     );
     Ok((summary, install.plan))
+}
+
+/// What a command made in the directory of a cluster new to this machine before the
+/// operator confirmed (a Kubernetes image's PKI and token, under `kubernetes/`):
+/// removed when dropped unconfirmed, so a declined or refused command leaves no
+/// cluster directory behind. A process killed at the question leaves them; the next
+/// run uses them, as no host has them yet.
+struct NewClusterState {
+    /// The cluster's directory, when it did not exist.
+    dir: Option<PathBuf>,
+}
+
+impl NewClusterState {
+    fn watch(dir: &Path) -> Self {
+        Self {
+            dir: (!dir.exists()).then(|| dir.to_path_buf()),
+        }
+    }
+
+    /// The operator confirmed: keep everything.
+    fn confirmed(mut self) {
+        self.dir = None;
+    }
+}
+
+impl Drop for NewClusterState {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let made = dir.join("kubernetes");
+            if made.is_dir() {
+                let _ = fs_err::remove_dir_all(&made);
+            }
+            // Only when nothing else is in it.
+            let _ = fs_err::remove_dir(&dir);
+        }
+    }
 }
 
 /// The registry's CA, certificate and credentials, made once per cluster under its

@@ -4,8 +4,10 @@
 //! 2. Read the image's plan from the source (the store, or the bundle itself).
 //! 3. Connect to every host and run read-only checks; any failure stops here,
 //!    before a single host is changed.
-//! 4. Ask for confirmation (or `--yes`), then run the install engine, printing its
-//!    events as lines and keeping them in a log file whose path is printed at the end.
+//! 4. Ask for confirmation (or `--yes`); only then keep the preflight report
+//!    (`preflight.json`) and open the log file, so a declined command leaves nothing
+//!    on disk. Then run the install engine, printing its events as lines and keeping
+//!    them in the log file, whose path is printed at the end.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -149,28 +151,23 @@ pub(crate) async fn preflight(
 }
 
 /// Every preflight check ([`crate::preflight::run`]) on every host of `spec`, before
-/// anything changes: warnings and failures are printed, the report is kept as
-/// `preflight.json` in the cluster's directory (the support bundle's copy), and any
-/// failure not in `ignore` stops the command with nothing changed.
+/// anything changes: warnings and failures are printed, and any failure not in
+/// `ignore` stops the command with nothing changed. The report comes back in memory:
+/// the caller keeps it ([`keep_preflight_report`]) only once the operator confirmed,
+/// so that a declined or refused command leaves nothing on disk.
 pub(crate) async fn host_checks(
     spec: &ClusterSpec,
     remotes: &BTreeMap<IpAddr, Arc<dyn Remote>>,
     req: &crate::preflight::Requirements,
     ignore: &std::collections::BTreeSet<crate::preflight::CheckId>,
-    cluster_dir: &Path,
     printer: Printer,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<crate::preflight::Report> {
     use crate::preflight::Status;
     let targets: crate::preflight::Targets = remotes
         .iter()
         .map(|(ip, remote)| (*ip, Ok(remote.clone())))
         .collect();
     let report = crate::preflight::run(spec, req, &targets, ignore, &|_| {}).await;
-    fs_err::create_dir_all(cluster_dir)?;
-    crate::install::journal::write_atomic(
-        &cluster_dir.join("preflight.json"),
-        &crate::image::store::to_json(&report),
-    )?;
     // On stderr, as every other progress line (stdout may be `-o json` events); checks
     // skipped because the image does not need them are not news.
     let mut failed = 0;
@@ -216,17 +213,35 @@ pub(crate) async fn host_checks(
             format!(" (ignored: {})", names.join(", "))
         }
     ));
+    Ok(report)
+}
+
+/// Keep `report` as `preflight.json` in the cluster's directory (the support bundle's
+/// copy): the checks this install went ahead on. Called once the operator confirmed.
+pub(crate) fn keep_preflight_report(
+    cluster_dir: &Path,
+    report: &crate::preflight::Report,
+) -> anyhow::Result<()> {
+    crate::install::journal::write_atomic(
+        &cluster_dir.join("preflight.json"),
+        &crate::image::store::to_json(report),
+    )?;
     Ok(())
 }
 
-pub(crate) fn log_file(settings: &Settings, cluster: &str) -> anyhow::Result<PathBuf> {
-    let dir = settings.root.join("clusters").join(cluster).join("logs");
-    fs_err::create_dir_all(&dir)?;
+/// Where this run's log of `cluster` goes: `<store>/clusters/<name>/logs/install-<secs>.log`
+/// (nothing is created here).
+pub(crate) fn log_file(settings: &Settings, cluster: &str) -> PathBuf {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    Ok(dir.join(format!("install-{stamp}.log")))
+    settings
+        .root
+        .join("clusters")
+        .join(cluster)
+        .join("logs")
+        .join(format!("install-{stamp}.log"))
 }
 
 pub(crate) fn sha256_region(path: &Path, offset: u64, len: u64) -> anyhow::Result<String> {
@@ -237,36 +252,101 @@ pub(crate) fn sha256_region(path: &Path, offset: u64, len: u64) -> anyhow::Resul
     Ok(digest.hex().to_string())
 }
 
-/// Renders events as plain lines on stderr (unless quiet) and appends them to the
-/// log file, if any.
+/// Renders events as plain lines on stderr (unless quiet) and appends them as JSON
+/// lines to the log file, if any. A log can be held: its lines wait in memory until
+/// [`LineReporter::open_log`] (after the operator confirmed), and are dropped if it
+/// never comes, so a declined command creates no file.
 pub(crate) struct LineReporter {
     printer: Printer,
-    log: Option<Mutex<fs_err::File>>,
+    log: Option<Mutex<LogFile>>,
+}
+
+/// The log file of a [`LineReporter`]: held in memory, or open.
+enum LogFile {
+    Held { path: PathBuf, lines: Vec<u8> },
+    Open { path: PathBuf, file: fs_err::File },
+}
+
+/// `path` opened for appending, its directory made first.
+fn open_append(path: &Path) -> anyhow::Result<fs_err::File> {
+    if let Some(dir) = path.parent() {
+        fs_err::create_dir_all(dir)?;
+    }
+    Ok(fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?)
 }
 
 impl LineReporter {
+    /// Lines on stderr and in the log file at `path`, opened now.
     pub(crate) fn new(printer: Printer, path: &Path) -> anyhow::Result<Self> {
-        let log = fs_err::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = open_append(path)?;
         Ok(Self {
             printer,
-            log: Some(Mutex::new(log)),
+            log: Some(Mutex::new(LogFile::Open {
+                path: path.to_path_buf(),
+                file,
+            })),
         })
+    }
+
+    /// Lines on stderr, and in the log file at `path` once [`LineReporter::open_log`]
+    /// is called (the lines before it are kept until then).
+    pub(crate) fn held(printer: Printer, path: PathBuf) -> Self {
+        Self {
+            printer,
+            log: Some(Mutex::new(LogFile::Held {
+                path,
+                lines: Vec::new(),
+            })),
+        }
+    }
+
+    /// Create the held log file and write what it held; a no-op once open.
+    pub(crate) fn open_log(&self) -> anyhow::Result<()> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        let mut log = log
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log lock poisoned"))?;
+        if let LogFile::Held { path, lines } = &*log {
+            let mut file = open_append(path)?;
+            file.write_all(lines)?;
+            *log = LogFile::Open {
+                path: path.clone(),
+                file,
+            };
+        }
+        Ok(())
     }
 
     /// Lines on stderr only.
     pub(crate) fn stderr(printer: Printer) -> Self {
         Self { printer, log: None }
     }
+
+    /// The log file's path, once it is open.
+    pub(crate) fn log_path(&self) -> Option<PathBuf> {
+        match &*self.log.as_ref()?.lock().ok()? {
+            LogFile::Open { path, .. } => Some(path.clone()),
+            LogFile::Held { .. } => None,
+        }
+    }
 }
 
 impl Reporter for LineReporter {
     fn event(&self, event: Event) {
         if let Some(Ok(mut log)) = self.log.as_ref().map(Mutex::lock) {
-            let _ = serde_json::to_writer(&mut *log, &event);
-            let _ = log.write_all(b"\n");
+            let mut line = serde_json::to_vec(&event).unwrap_or_default();
+            line.push(b'\n');
+            match &mut *log {
+                LogFile::Held { lines, .. } => lines.extend_from_slice(&line),
+                LogFile::Open { file, .. } => {
+                    let _ = file.write_all(&line);
+                }
+            }
         }
         let secs = |ms: u64| format!("{:.1}s", Duration::from_millis(ms).as_secs_f64());
         match event {
@@ -309,5 +389,35 @@ impl Reporter for LineReporter {
             Event::Transfer { .. } | Event::Finished { .. } => {}
             Event::Log { host, line } => self.printer.status(format!("{host}| {line}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &str) -> Event {
+        Event::Log {
+            host: "198.18.0.2".parse().unwrap(),
+            line: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_held_log_writes_nothing_until_opened_then_everything_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clusters/c/logs/install-1.log");
+        let log = LineReporter::held(Printer { quiet: true }, path.clone());
+        log.event(line("before"));
+        assert!(!dir.path().join("clusters").exists());
+        assert_eq!(log.log_path(), None);
+        log.open_log().unwrap();
+        log.event(line("after"));
+        log.open_log().unwrap();
+        assert_eq!(log.log_path(), Some(path.clone()));
+        let text = fs_err::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("\"before\"") && lines[1].contains("\"after\""));
     }
 }

@@ -108,10 +108,7 @@ impl WizardEngine for BundleEngine {
             cause,
         };
         let quiet = Printer { quiet: true };
-        let log_path = match super::run::log_file(&self.settings, &spec.name) {
-            Ok(p) => p,
-            Err(e) => return failed(format!("{e:#}")),
-        };
+        let log_path = super::run::log_file(&self.settings, &spec.name);
         let log = match super::run::LineReporter::new(quiet, &log_path) {
             Ok(l) => l,
             Err(e) => return failed(format!("{e:#}")),

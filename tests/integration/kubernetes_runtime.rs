@@ -17,6 +17,15 @@
 //! master's own etcd certificates from the same CA, the worker's `lb-backends` with
 //! both masters, a third join changing nothing; then `apply` with a third master
 //! renews both running masters, one after the other, before it joins.
+//!
+//! `upgrade_to_an_image_whose_kubeadm_layer_does_not_merge_...`: 1 master, then
+//! `airlock upgrade` to an image whose `etc/kubeadm.yml` has a document without `kind`:
+//! exit 2 on one line naming the file and document, and nothing changed on the host
+//! (no upgrade marker, the same files, no command) or in the cluster's record.
+//!
+//! `a_new_kubernetes_cluster_not_confirmed_...`: `run` of a new cluster without `--yes`
+//! and without a terminal exits 2 after the checks and leaves no cluster directory
+//! (the PKI made for the question is removed) and nothing on the host.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -133,6 +142,32 @@ fn doubles_image_and_hosts(
     })
     .expect("testbed up");
     Some((work, store, tb))
+}
+
+/// `kube-doubles:v2` built into `store`: the doubles at Kubernetes v1.31.0, copied
+/// under `work/v2` and changed there by `edit` first.
+fn build_v2(work: &Path, store: &Path, edit: impl FnOnce(&Path)) {
+    let v2 = work.join("v2");
+    ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg(repo().join("tests/fixtures/kube-doubles"))
+            .arg(&v2)
+            .output()
+            .unwrap(),
+        "cp",
+    );
+    let kubefile = std::fs::read_to_string(v2.join("Kubefile")).unwrap();
+    std::fs::write(v2.join("Kubefile"), kubefile.replace("v1.30.2", "v1.31.0")).unwrap();
+    edit(&v2);
+    ok(
+        airlock(store)
+            .args(["build", "-t", "kube-doubles:v2"])
+            .arg(&v2)
+            .output()
+            .unwrap(),
+        "airlock build v2",
+    );
 }
 
 #[test]
@@ -586,36 +621,16 @@ networking:
     // `airlock upgrade`: the newer image everywhere without a runtime step, then
     // `kubeadm upgrade apply` on the first master, `upgrade node` on the second, the
     // worker drained, upgraded and uncordoned, then the `upgrade` plugins.
-    let v2 = work.path().join("v2");
-    ok(
-        Command::new("cp")
-            .arg("-r")
-            .arg(repo().join("tests/fixtures/kube-doubles"))
-            .arg(&v2)
-            .output()
-            .unwrap(),
-        "cp",
-    );
-    let kubefile = std::fs::read_to_string(v2.join("Kubefile")).unwrap();
-    std::fs::write(
-        v2.join("Kubefile"),
-        kubefile.replace("v1.30.2", "v1.31.0") + "COPY plugins plugins\n",
-    )
-    .unwrap();
-    std::fs::create_dir_all(v2.join("plugins")).unwrap();
-    std::fs::write(
-        v2.join("plugins/upgrade.yaml"),
-        "apiVersion: sealer.io/v1\nkind: Plugin\nmetadata:\n  name: record-upgrade\nspec:\n  type: SHELL\n  action: upgrade\n  data: printf '%s %s upgrade-plugin\\n' \"$(date +%s%N)\" \"$AIRLOCK_HOST_IP\" >> /var/log/kube-doubles/calls\n",
-    )
-    .unwrap();
-    ok(
-        airlock(&store)
-            .args(["build", "-t", "kube-doubles:v2"])
-            .arg(&v2)
-            .output()
-            .unwrap(),
-        "airlock build v2",
-    );
+    build_v2(work.path(), &store, |v2| {
+        let kubefile = std::fs::read_to_string(v2.join("Kubefile")).unwrap();
+        std::fs::write(v2.join("Kubefile"), kubefile + "COPY plugins plugins\n").unwrap();
+        std::fs::create_dir_all(v2.join("plugins")).unwrap();
+        std::fs::write(
+            v2.join("plugins/upgrade.yaml"),
+            "apiVersion: sealer.io/v1\nkind: Plugin\nmetadata:\n  name: record-upgrade\nspec:\n  type: SHELL\n  action: upgrade\n  data: printf '%s %s upgrade-plugin\\n' \"$(date +%s%N)\" \"$AIRLOCK_HOST_IP\" >> /var/log/kube-doubles/calls\n",
+        )
+        .unwrap();
+    });
     let before_upgrade = calls(&tb).len();
     let upgraded = ok(
         airlock(&store)
@@ -1091,4 +1106,181 @@ spec:
             .unwrap(),
         "airlock delete --all",
     );
+}
+
+/// Every regular file under the airlock and Kubernetes directories of `host`, with its
+/// SHA-256, sorted: what an upgrade replaces.
+fn host_files(tb: &Testbed, host: usize) -> String {
+    host_text(
+        tb,
+        host,
+        &[
+            "sh",
+            "-c",
+            "find /var/lib/airlock /etc/kubernetes -type f -exec sha256sum {} + | sort -k 2",
+        ],
+    )
+}
+
+/// Every file under `dir` on this machine with its content, by relative path.
+fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A Clusterfile of the kube-doubles cluster `name` on the testbed's first host, as
+/// its only master.
+fn one_master(work: &Path, tb: &Testbed, name: &str) -> PathBuf {
+    let cf = work.join("Clusterfile");
+    std::fs::write(
+        &cf,
+        format!(
+            "apiVersion: sealer.io/v2
+kind: Cluster
+metadata:
+  name: {name}
+spec:
+  image: kube-doubles:v1
+  env: [ KubeRestartWait=0 ]
+  ssh:
+    user: root
+    pk: {key}
+  hosts:
+    - ips: [ {m1} ]
+      roles: [ master ]
+",
+            key = tb.key.display(),
+            m1 = tb.hosts[0]
+        ),
+    )
+    .unwrap();
+    cf
+}
+
+#[test]
+fn upgrade_to_an_image_whose_kubeadm_layer_does_not_merge_exits_2_and_changes_nothing() {
+    let Some((work, store, tb)) = doubles_image_and_hosts(
+        "upgrade_to_an_image_whose_kubeadm_layer_does_not_merge_exits_2_and_changes_nothing",
+        1,
+    ) else {
+        return;
+    };
+    let cf = one_master(work.path(), &tb, "bad-layer");
+    ok(
+        airlock(&store)
+            .args(["run", "-f"])
+            .arg(&cf)
+            .arg("--yes")
+            .output()
+            .unwrap(),
+        "airlock run",
+    );
+
+    // v1.31.0 (a version the cluster may go to), whose etc/kubeadm.yml has a second
+    // document without a `kind`: it cannot be merged with the Clusterfile's layers.
+    build_v2(work.path(), &store, |v2| {
+        let layer = std::fs::read_to_string(v2.join("etc/kubeadm.yml")).unwrap();
+        std::fs::write(
+            v2.join("etc/kubeadm.yml"),
+            layer + "---\napiVersion: kubeadm.k8s.io/v1beta3\nnetworking:\n  podSubnet: 10.9.0.0/16\n",
+        )
+        .unwrap();
+    });
+
+    let files_before = host_files(&tb, 1);
+    let calls_before = calls(&tb).len();
+    let state = store.join("clusters/bad-layer");
+    let state_before = tree(&state);
+    let out = airlock(&store)
+        .args(["upgrade", "kube-doubles:v2", "--yes"])
+        .output()
+        .unwrap();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("image etc/kubeadm.yml document 2")
+            && errors[0].contains("has no `kind`"),
+        "the error line must name the file, the document and the field: {stderr}"
+    );
+    // Nothing changed: no marker, no file replaced on the host, no command run there,
+    // the cluster's record on this machine as it was.
+    assert!(
+        !tb.exec(1, &["test", "-e", "/var/lib/airlock/state/upgrade-v1.31.0"])
+            .status
+            .success(),
+        "upgrade marker written"
+    );
+    assert_eq!(
+        host_files(&tb, 1),
+        files_before,
+        "files changed on the host"
+    );
+    assert_eq!(calls(&tb).len(), calls_before, "commands ran on the host");
+    assert_eq!(tree(&state), state_before, "the cluster's record changed");
+    let recorded = std::fs::read_to_string(state.join("Clusterfile")).unwrap();
+    assert!(recorded.contains("kube-doubles:v1"), "{recorded}");
+    tb.down().unwrap();
+}
+
+#[test]
+fn a_new_kubernetes_cluster_not_confirmed_leaves_no_state_behind() {
+    let Some((work, store, tb)) = doubles_image_and_hosts(
+        "a_new_kubernetes_cluster_not_confirmed_leaves_no_state_behind",
+        1,
+    ) else {
+        return;
+    };
+    let cf = one_master(work.path(), &tb, "unconfirmed");
+    // No terminal and no --yes: the checks pass, the PKI is made for the question,
+    // then the command stops unconfirmed.
+    let out = airlock(&store)
+        .args(["run", "-f"])
+        .arg(&cf)
+        .output()
+        .unwrap();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("preflight: 1 hosts passed") && msg.contains("pass --yes"),
+        "{msg}"
+    );
+    let state = store.join("clusters/unconfirmed");
+    assert!(
+        !state.exists(),
+        "an unconfirmed run left {:?} behind",
+        tree(&state).keys().collect::<Vec<_>>()
+    );
+    assert!(
+        !tb.exec(1, &["test", "-e", "/var/lib/airlock"])
+            .status
+            .success(),
+        "an unconfirmed run touched the host"
+    );
+    // Confirmed, the same command makes the PKI and installs.
+    ok(
+        airlock(&store)
+            .args(["run", "-f"])
+            .arg(&cf)
+            .arg("--yes")
+            .output()
+            .unwrap(),
+        "airlock run --yes",
+    );
+    assert!(state.join("kubernetes/pki-files/pki/ca.crt").is_file());
+    tb.down().unwrap();
 }

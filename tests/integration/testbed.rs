@@ -149,7 +149,7 @@ fn effective_uid() -> Option<u32> {
     clippy::disallowed_methods,
     reason = "looks up commands like a shell does"
 )]
-fn find_command(cmd: &str) -> Option<PathBuf> {
+pub(crate) fn find_command(cmd: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))

@@ -66,6 +66,17 @@ pub fn api_version(version: &str) -> Result<&'static str, KubeadmError> {
     }
 }
 
+/// Where a kubeadm document of the layer `source_name` is fixed.
+fn fix_where(source_name: &str) -> &'static str {
+    if source_name.starts_with("image") {
+        ": fix etc/kubeadm.yml in the image's build context and build the image again"
+    } else if source_name.starts_with("Clusterfile") {
+        ": fix it in the Clusterfile"
+    } else {
+        ""
+    }
+}
+
 /// `(major, minor)` of a Kubernetes version.
 pub fn parse_version(version: &str) -> Result<(u32, u32), KubeadmError> {
     let bad = || KubeadmError::Version(version.to_string());
@@ -156,7 +167,11 @@ impl KubeadmConfig {
                     .and_then(Value::as_str)
                     .ok_or_else(|| KubeadmError::Document {
                         source_name: format!("{source_name} document {}", i + 1),
-                        message: "has no `kind`".into(),
+                        message: format!(
+                            "has no `kind`; give it one ({}, KubeletConfiguration or KubeProxyConfiguration){}",
+                            KUBEADM_KINDS.join(", "),
+                            fix_where(source_name)
+                        ),
                     })?
                     .to_string();
                 let entry = docs.entry(kind).or_insert_with(|| json!({}));
@@ -169,7 +184,7 @@ impl KubeadmConfig {
             let parsed: Vec<Value> =
                 serde_saphyr::from_multiple(text).map_err(|e| KubeadmError::Document {
                     source_name: "image etc/kubeadm.yml".into(),
-                    message: format!("not valid YAML: {e}"),
+                    message: format!("not valid YAML ({e}){}", fix_where("image etc/kubeadm.yml")),
                 })?;
             layer(
                 "image etc/kubeadm.yml",
@@ -525,6 +540,37 @@ mod tests {
         assert_eq!(
             (svc.as_str(), domain.as_str()),
             ("10.3.0.0/16", "cluster.local")
+        );
+    }
+
+    #[test]
+    fn layers_that_do_not_merge_name_the_document_and_the_fix() {
+        let no_kind =
+            "kind: ClusterConfiguration\n---\napiVersion: kubeadm.k8s.io/v1beta3\nnetworking: {}\n";
+        let e = KubeadmConfig::merge(&inputs("v1.30.1"), Some(no_kind), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "image etc/kubeadm.yml document 2: has no `kind`; give it one (InitConfiguration"
+            ),
+            "{e}"
+        );
+        assert!(e.ends_with("build the image again"), "{e}");
+        let e = KubeadmConfig::merge(&inputs("v1.30.1"), Some("kind: [unclosed\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("image etc/kubeadm.yml: not valid YAML ("),
+            "{e}"
+        );
+        let e = KubeadmConfig::merge(&inputs("v1.30.1"), None, &[json!({ "networking": {} })])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("Clusterfile kubeadm document 1: has no `kind`")
+                && e.ends_with("fix it in the Clusterfile"),
+            "{e}"
         );
     }
 
