@@ -121,11 +121,16 @@ impl Region {
         self
     }
 
-    /// Read `map`'s pages into the page cache and drop them from the page tables
-    /// again (`MADV_POPULATE_READ`, then `MADV_DONTNEED`, which for a shared file
-    /// mapping only unmaps: the next access faults the same cached page back in).
-    /// Kernels before 5.14 lack the first: the pages are then only read ahead.
+    /// Make sure `map`'s pages are in the page cache: when `mincore` says some are
+    /// not, read them in and drop them from the page tables again
+    /// (`MADV_POPULATE_READ`, then `MADV_DONTNEED`, which for a shared file mapping
+    /// only unmaps: the next access faults the same cached page back in). Kernels
+    /// before 5.14 lack the first: the pages are then only read ahead.
     fn read_into_page_cache(&self, map: &memmap2::Mmap, len: usize) {
+        // The common case, a blob read moments ago, costs one `mincore`.
+        if all_cached(map) {
+            return;
+        }
         if map.advise(memmap2::Advice::PopulateRead).is_ok() {
             // SAFETY: `DONTNEED` on a read-only shared file mapping discards no data.
             let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
@@ -167,6 +172,29 @@ impl Region {
     }
 }
 
+/// Whether every page of `map` is in the page cache (`mincore`, which for a file
+/// mapping answers for pages not mapped into the page tables too).
+fn all_cached(map: &memmap2::Mmap) -> bool {
+    use nix::libc;
+    // SAFETY: `sysconf` only reads a system value.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    // `mincore` wants a page-aligned start: the mapping begins at the page holding the
+    // window's first byte.
+    let lead = map.as_ptr() as usize % page;
+    let len = map.len() + lead;
+    let mut resident = vec![0u8; len.div_ceil(page)];
+    // SAFETY: the range is the live mapping `map` (widened to the page it starts in,
+    // which the mapping covers), and `resident` has one byte per page of it.
+    let rc = unsafe {
+        libc::mincore(
+            map.as_ptr().wrapping_sub(lead).cast_mut().cast(),
+            len,
+            resident.as_mut_ptr(),
+        )
+    };
+    rc == 0 && resident.iter().all(|b| b & 1 == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +231,21 @@ mod tests {
             .get(&address)
             .map(|(len, _, at)| (*len, *at));
         assert_ne!(entry, Some((32 * 1024, 4097)));
+
+        // Pages just written are in the page cache; sendfile windows still hold the bytes.
+        let mut region = Region::open(file.try_clone().unwrap(), 4097, 90_000)
+            .unwrap()
+            .for_sendfile();
+        let window = region.map(32 * 1024).unwrap().unwrap();
+        assert_eq!(&window[..], &data[4097..4097 + 32 * 1024]);
+        // SAFETY: the test's own file, not changed while mapped.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(4097)
+                .len(10)
+                .map(&*region.file)
+        };
+        assert!(all_cached(&map.unwrap()), "a page just written is cached");
         let err = Region::open(file, 50_000, 50_001).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
