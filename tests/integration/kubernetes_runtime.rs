@@ -863,15 +863,7 @@ spec:
     };
     let cf = work.path().join("Clusterfile");
     std::fs::write(&cf, clusterfile(&m1)).unwrap();
-    ok(
-        airlock(&store)
-            .args(["run", "-f"])
-            .arg(&cf)
-            .arg("--yes")
-            .output()
-            .unwrap(),
-        "airlock run",
-    );
+    run_yes(&store, &cf);
     let stage = "/var/lib/airlock/cluster/kubernetes";
     let applied = format!("{stage}/pki-applied");
     let backends = format!("{stage}/lb-backends");
@@ -1178,15 +1170,7 @@ fn upgrade_to_an_image_whose_kubeadm_layer_does_not_merge_exits_2_and_changes_no
         return;
     };
     let cf = one_master(work.path(), &tb, "bad-layer");
-    ok(
-        airlock(&store)
-            .args(["run", "-f"])
-            .arg(&cf)
-            .arg("--yes")
-            .output()
-            .unwrap(),
-        "airlock run",
-    );
+    run_yes(&store, &cf);
 
     // v1.31.0 (a version the cluster may go to), whose etc/kubeadm.yml has a second
     // document without a `kind`: it cannot be merged with the Clusterfile's layers.
@@ -1283,4 +1267,17 @@ fn a_new_kubernetes_cluster_not_confirmed_leaves_no_state_behind() {
     );
     assert!(state.join("kubernetes/pki-files/pki/ca.crt").is_file());
     tb.down().unwrap();
+}
+
+/// `airlock run -f CF --yes` on `store`, which must succeed.
+fn run_yes(store: &Path, cf: &Path) {
+    ok(
+        airlock(store)
+            .args(["run", "-f"])
+            .arg(cf)
+            .arg("--yes")
+            .output()
+            .unwrap(),
+        "airlock run",
+    );
 }
