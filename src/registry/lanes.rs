@@ -17,7 +17,9 @@
 //!    with where it should (bulk while any guard is held) and, when they differ,
 //!    moves the whole connection future to a task on the other lane. The new task
 //!    polls it at once, which registers its wakers afresh (every `Pending` future
-//!    must wake the waker of its latest poll), so no wake-up is lost by the move.
+//!    must wake the waker of its latest poll), so no wake-up is lost by the move. The
+//!    connection's socket moves its reactor registration along ([`super::homed`]),
+//!    so the control lane is not woken by a bulk socket's readiness.
 //! 4. Shutdown: stop accepting, ask every connection to finish the request in
 //!    flight (hyper's graceful shutdown) and wait for all to end, for at most the
 //!    grace period: a client that stopped reading mid-blob would otherwise hold the
@@ -267,10 +269,12 @@ impl Future for Driven {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let on_bulk = self.on_bulk;
         let Some(connection) = self.connection.as_mut() else {
             return Poll::Ready(());
         };
-        if connection.as_mut().poll(cx).is_ready() {
+        // The connection's socket registers with this lane's reactor ([`super::homed`]).
+        if super::homed::on_lane(on_bulk, || connection.as_mut().poll(cx)).is_ready() {
             self.connection = None;
             return Poll::Ready(());
         }

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod client;
 pub mod error;
 mod fair;
+mod homed;
 pub mod htpasswd;
 mod lanes;
 mod mapped;

@@ -26,7 +26,9 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use super::homed::Homed;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
 
@@ -308,15 +310,18 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 }
 
 /// A listener handing out TLS streams whose handshake has finished.
-pub struct TlsListener {
-    incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+pub(crate) struct TlsListener {
+    incoming: mpsc::Receiver<(TlsStream<Homed>, SocketAddr)>,
     local_addr: SocketAddr,
     accepting: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
     /// Accept on `listener`, with `config` for every handshake.
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+    pub(crate) fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let (sender, incoming) = mpsc::channel(64);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -340,7 +345,8 @@ impl TlsListener {
                 let sender = sender.clone();
                 tokio::spawn(async move {
                     let handshake =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(Homed::new(tcp)))
+                            .await;
                     drop(permit);
                     match handshake {
                         Ok(Ok(stream)) => {
@@ -367,7 +373,7 @@ impl Drop for TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Homed>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

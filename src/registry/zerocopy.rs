@@ -14,10 +14,9 @@ use std::os::fd::AsFd as _;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::TcpStream;
-
+use super::homed::Homed;
 use super::mapped::file_behind;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// A listener of plain TCP connections that send windows with `sendfile`.
 pub(crate) struct ZerocopyListener {
@@ -39,7 +38,7 @@ impl axum::serve::Listener for ZerocopyListener {
         let (tcp, addr) = axum::serve::Listener::accept(&mut self.inner).await;
         let _ = tcp.set_nodelay(true);
         let io = Zerocopy {
-            tcp,
+            tcp: Homed::new(tcp),
             write_only: false,
         };
         (io, addr)
@@ -52,7 +51,7 @@ impl axum::serve::Listener for ZerocopyListener {
 
 /// A TCP connection that sends mapped blob windows with `sendfile` (see the module).
 pub(crate) struct Zerocopy {
-    tcp: TcpStream,
+    tcp: Homed,
     /// `sendfile` refused a file of this connection as unsupported: write instead.
     write_only: bool,
 }
@@ -73,16 +72,12 @@ impl Zerocopy {
             return Poll::Ready(Ok(None));
         };
         let mut offset = i64::try_from(offset).map_err(io::Error::other)?;
+        let tcp = &*self.tcp.stream()?;
         loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            let sent = self.tcp.try_io(Interest::WRITABLE, || {
-                nix::sys::sendfile::sendfile64(
-                    self.tcp.as_fd(),
-                    file.as_fd(),
-                    Some(&mut offset),
-                    len,
-                )
-                .map_err(io::Error::from)
+            ready!(tcp.poll_write_ready(cx))?;
+            let sent = tcp.try_io(Interest::WRITABLE, || {
+                nix::sys::sendfile::sendfile64(tcp.as_fd(), file.as_fd(), Some(&mut offset), len)
+                    .map_err(io::Error::from)
             });
             match sent {
                 Ok(n) => return Poll::Ready(Ok(Some(n))),
@@ -168,6 +163,7 @@ mod tests {
     use super::*;
     use std::io::Write as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn windows_are_sent_from_their_file_and_other_bytes_as_written() {

@@ -3,12 +3,13 @@
 # loopback, then measure each: 16 concurrent pullers of a 64 MiB blob (throughput),
 # and manifest GET latency (p50/p99, ms) on an idle server and while the 16 pull;
 # the CPU seconds the server and the pullers used in each round.
-# Usage: tests/bench/registry.sh [path/to/airlock] [pulls per registry, default 48]
+# Usage: tests/bench/registry.sh [path/to/airlock] [pulls per round, default 144]
+# (144 pulls give a loaded round of about 4 s: several hundred latency samples.)
 # Needs: docker-registry, curl, python3. Builds target/release/airlock if missing.
 # shellcheck disable=SC2046 # `set -- $(cmd)` splits its fields into $1 $2 ... on purpose
 set -eu
 AIRLOCK=${1:-target/release/airlock}
-PULLS=${2:-48}
+PULLS=${2:-144}
 PARALLEL=16
 if [ ! -x "$AIRLOCK" ]; then
     cargo build --release --quiet
