@@ -29,10 +29,15 @@ thread_local! {
 /// Run `poll` (one poll of a connection) with the connection's sockets told that it
 /// runs on the bulk lane (`bulk`) or the control lane.
 pub(super) fn on_lane<R>(bulk: bool, poll: impl FnOnce() -> R) -> R {
-    let outer = LANE.replace(Some(bulk));
-    let result = poll();
-    LANE.set(outer);
-    result
+    /// Puts back what the thread had before, also when `poll` panics.
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LANE.set(self.0);
+        }
+    }
+    let _restore = Restore(LANE.replace(Some(bulk)));
+    poll()
 }
 
 /// A TCP socket that follows its connection between lanes (see the module).
@@ -164,34 +169,38 @@ mod tests {
         .await
     }
 
-    #[test]
-    fn a_socket_moved_to_the_bulk_lane_no_longer_needs_the_control_lane() {
-        let control = runtime("control");
-        let bulk = runtime("bulk");
-        // A peer that echoes what it reads, on a thread of its own.
+    /// A socket accepted and registered on `runtime`, and its peer: a thread that
+    /// echoes what it reads until the socket closes.
+    fn accepted_on(runtime: &tokio::runtime::Runtime) -> (Homed, std::thread::JoinHandle<()>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = std::thread::spawn(move || {
             let mut client = std::net::TcpStream::connect(addr).unwrap();
             let mut copy = client.try_clone().unwrap();
-            std::io::copy(&mut client, &mut copy).unwrap();
+            let _ = std::io::copy(&mut client, &mut copy);
         });
         let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        let mut homed = control.block_on(async {
-            let mut homed = Homed::new(TcpStream::from_std(server).unwrap());
+        let homed = runtime.block_on(async { Homed::new(TcpStream::from_std(server).unwrap()) });
+        (homed, peer)
+    }
+
+    #[test]
+    fn a_socket_moved_to_the_bulk_lane_no_longer_needs_the_control_lane() {
+        let control = runtime("control");
+        let bulk = runtime("bulk");
+        let (mut homed, peer) = accepted_on(&control);
+        control.block_on(async {
             assert_eq!(
                 echo(&mut homed, false, b"on control\n").await.unwrap(),
                 b"on control\n"
             );
-            homed
         });
-        let mut homed = bulk.block_on(async move {
+        bulk.block_on(async {
             assert_eq!(
                 echo(&mut homed, true, b"moved\n").await.unwrap(),
                 b"moved\n"
             );
-            homed
         });
         // With the control lane's reactor gone, a socket still registered there fails.
         control.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -210,16 +219,12 @@ mod tests {
     fn outside_a_lane_a_socket_stays_where_it_is() {
         let control = runtime("control");
         let other = runtime("other");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = std::net::TcpStream::connect(addr).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let mut homed =
-            control.block_on(async { Homed::new(TcpStream::from_std(server).unwrap()) });
+        let (mut homed, peer) = accepted_on(&control);
         control.shutdown_timeout(std::time::Duration::from_secs(5));
         // Not told of a lane: no re-registration, so the gone reactor shows.
         let error = other.block_on(async { homed.write_all(b"x").await.unwrap_err() });
         assert_ne!(error.kind(), io::ErrorKind::NotConnected, "{error}");
+        drop(homed);
+        peer.join().unwrap();
     }
 }
