@@ -249,4 +249,36 @@ mod tests {
         let err = Region::open(file, 50_000, 50_001).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
+
+    #[test]
+    fn a_sendfile_window_not_in_the_page_cache_is_read_in_before_it_is_handed_over() {
+        let mut file = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 241) as u8).collect();
+        file.write_all(&data).unwrap();
+        file.sync_all().unwrap();
+        // Clean pages that nothing maps are dropped from the page cache.
+        nix::fcntl::posix_fadvise(
+            &file,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        )
+        .unwrap();
+        let probe = |file: &File| {
+            // SAFETY: the test's own file, not changed while mapped.
+            let map = unsafe { memmap2::MmapOptions::new().len(1_000_000).map(file) };
+            all_cached(&map.unwrap())
+        };
+        assert!(
+            !probe(&file),
+            "the file's pages were not evicted; the test cannot run here"
+        );
+        let mut region = Region::open(file, 0, 1_000_000).unwrap().for_sendfile();
+        let window = region.map(1_000_000).unwrap().unwrap();
+        assert!(
+            probe(&region.file),
+            "the window's pages were read into the page cache"
+        );
+        assert!(window[..] == data[..], "the window holds the file's bytes");
+    }
 }
