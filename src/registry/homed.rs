@@ -40,6 +40,12 @@ pub(super) fn on_lane<R>(bulk: bool, poll: impl FnOnce() -> R) -> R {
     poll()
 }
 
+/// The lane [`on_lane`] says this thread is polling a connection on (`Some(true)`:
+/// bulk), `None` outside one.
+pub(super) fn current_lane() -> Option<bool> {
+    LANE.get()
+}
+
 /// A TCP socket that follows its connection between lanes (see the module).
 #[derive(Debug)]
 pub(crate) struct Homed {
@@ -60,7 +66,7 @@ impl Homed {
 
     /// The socket, registered with the reactor of the lane polling it.
     pub(crate) fn stream(&mut self) -> io::Result<&mut TcpStream> {
-        if let Some(bulk) = LANE.get()
+        if let Some(bulk) = current_lane()
             && bulk != self.on_bulk
             && let Some(tcp) = self.tcp.take()
         {

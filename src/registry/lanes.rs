@@ -332,6 +332,8 @@ mod tests {
     /// A future that reports which runtime polls it, and finishes after `polls` polls.
     struct Recorder {
         seen: Arc<std::sync::Mutex<Vec<String>>>,
+        /// The lane each poll's sockets were told ([`super::super::homed`]).
+        lanes_told: Arc<std::sync::Mutex<Vec<Option<bool>>>>,
         lane: Lane,
         guard: Option<BulkGuard>,
         polls: usize,
@@ -343,6 +345,10 @@ mod tests {
         fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
             let name = std::thread::current().name().unwrap_or("").to_string();
             self.seen.lock().unwrap().push(name);
+            self.lanes_told
+                .lock()
+                .unwrap()
+                .push(super::super::homed::current_lane());
             self.polls -= 1;
             match self.polls {
                 0 => return Poll::Ready(()),
@@ -373,8 +379,10 @@ mod tests {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let lane = Lane::default();
         let (done, finished) = std::sync::mpsc::channel();
+        let lanes_told = Arc::new(std::sync::Mutex::new(Vec::new()));
         let recorder = Recorder {
             seen: seen.clone(),
+            lanes_told: lanes_told.clone(),
             lane: lane.clone(),
             guard: None,
             polls: 5,
@@ -400,6 +408,12 @@ mod tests {
         assert_eq!(
             *seen.lock().unwrap(),
             ["control", "control", "bulk", "bulk", "control"]
+        );
+        // Each poll tells the connection's sockets the lane it runs on.
+        let (control, bulk) = (Some(false), Some(true));
+        assert_eq!(
+            *lanes_told.lock().unwrap(),
+            [control, control, bulk, bulk, control]
         );
     }
 }

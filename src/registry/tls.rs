@@ -27,10 +27,10 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-
-use super::homed::Homed;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
+
+use super::homed::Homed;
 
 /// How long certificates made here are valid: 100 years.
 pub const VALIDITY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
